@@ -1,0 +1,169 @@
+"""Parse and validate manifests from YAML or JSON text, with errors that point at the line.
+
+Validation is one pydantic pass over a model built from the registered kinds (a discriminated
+union on ``kind``), then the checks pydantic cannot express (unique ids, known dependencies).
+Line numbers are looked up only when something is wrong, so the happy path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+from accord import errors
+from accord.model.manifest import Manifest, Resource
+from accord.model.specs import Spec
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=8)
+def _typed_model(kinds: tuple[tuple[str, type[Spec]], ...]) -> type[Manifest]:
+    variants = tuple(
+        create_model(
+            f"{kind}Resource",
+            __base__=Resource,
+            kind=(Literal[kind], ...),
+            spec=(spec_model, ...),
+        )
+        for kind, spec_model in kinds
+    )
+    if not variants:
+        raise errors.UnknownKindError("no resource kinds are registered")
+    resource: Any = variants[0]
+    if len(variants) > 1:
+        resource = Annotated[Union[variants], Field(discriminator="kind")]  # noqa: UP007
+    return create_model("Manifest", __base__=Manifest, resources=(tuple[resource, ...], ()))
+
+
+def manifest_model(kinds: Mapping[str, type[Spec]]) -> type[Manifest]:
+    """The pydantic model of manifests whose resources are of the given kinds."""
+    return _typed_model(tuple(sorted(kinds.items())))
+
+
+def json_schema(kinds: Mapping[str, type[Spec]]) -> dict[str, Any]:
+    """The JSON Schema of manifests over the given kinds."""
+    return manifest_model(kinds).model_json_schema()
+
+
+def parse_manifest(text: str, *, source: str, kinds: Mapping[str, type[Spec]]) -> Manifest:
+    """Parse and validate a manifest.
+
+    Args:
+        text: YAML or JSON.
+        source: a name for messages, usually the file path.
+        kinds: the spec model of every kind allowed in it.
+
+    Raises:
+        ManifestError: listing every problem with its line, resource id and field.
+    """
+    data = _parse(text, source)
+    try:
+        manifest = manifest_model(kinds).model_validate(data)
+    except ValidationError as exc:
+        raise errors.ManifestError(
+            source, [_describe(err, data, text, source, kinds) for err in exc.errors()]
+        ) from None
+    problems = _check_references(manifest, text, source)
+    if problems:
+        raise errors.ManifestError(source, problems)
+    return manifest
+
+
+def _parse(text: str, source: str) -> Any:
+    try:
+        if text.lstrip().startswith("{"):
+            return json.loads(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except json.JSONDecodeError as exc:
+        raise errors.ManifestError(source, [f"{source}:{exc.lineno}: {exc.msg}"]) from None
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        raise errors.ManifestError(source, [f"{source}:{line}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise errors.ManifestError(source, [f"{source}: {exc}"]) from None
+
+
+def _check_references(manifest: Manifest, text: str, source: str) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, resource in enumerate(manifest.resources):
+        where = f"{source}:{_line(text, ('resources', index))}: resource {resource.id!r}"
+        if resource.id in seen:
+            problems.append(f"{where}: duplicate id")
+        seen.add(resource.id)
+    ids = {r.id for r in manifest.resources}
+    for index, resource in enumerate(manifest.resources):
+        for position, dep in enumerate(resource.depends_on):
+            if dep not in ids:
+                line = _line(text, ("resources", index, "depends_on", position))
+                problems.append(
+                    f"{source}:{line}: resource {resource.id!r}: depends_on: unknown id {dep!r}"
+                )
+            elif dep == resource.id:
+                line = _line(text, ("resources", index, "depends_on", position))
+                problems.append(f"{source}:{line}: resource {resource.id!r}: depends on itself")
+    return problems
+
+
+def _describe(
+    err: Any, data: Any, text: str, source: str, kinds: Mapping[str, type[Spec]]
+) -> str:
+    loc: tuple[Any, ...] = tuple(err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag")
+        message = f"unknown kind {tag!r}; known kinds: {', '.join(sorted(kinds))}"
+        loc = (*loc, "kind")
+    elif err["type"] == "union_tag_not_found":
+        message = "missing 'kind'"
+    # Drop the discriminator tag pydantic inserts after the list index: ('resources', 3, 'File', ...)
+    if len(loc) > 2 and loc[0] == "resources" and isinstance(loc[1], int) and loc[2] in kinds:
+        loc = (*loc[:2], *loc[3:])
+    subject = ""
+    if len(loc) >= 2 and loc[0] == "resources" and isinstance(loc[1], int):
+        resource = _index(data, ("resources", loc[1]))
+        rid = resource.get("id") if isinstance(resource, dict) else None
+        kind = resource.get("kind") if isinstance(resource, dict) else None
+        subject = f"resource {rid!r}" if rid else f"resources[{loc[1]}]"
+        if kind:
+            subject += f" ({kind})"
+        subject += ": "
+        field = ".".join(str(part) for part in loc[2:])
+    else:
+        field = ".".join(str(part) for part in loc)
+    return f"{source}:{_line(text, loc)}: {subject}{field or 'manifest'}: {message}"
+
+
+def _index(data: Any, path: Sequence[Any]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _line(text: str, path: Sequence[Any]) -> int | str:
+    """The 1-based line of the deepest node along ``path`` (JSON is YAML, so one composer)."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return "?"
+    if node is None:
+        return 1
+    for part in path:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if 0 <= part < len(node.value) else None
+        if child is None:
+            break
+        node = child
+    return int(node.start_mark.line) + 1

@@ -1,0 +1,84 @@
+"""Plans: what a run would change, resource by resource, and why."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from accord.model.manifest import ResourceId, StateGoal
+
+
+class Action(enum.StrEnum):
+    NOOP = "noop"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class FieldChange(BaseModel):
+    """One field that differs: what is there and what is wanted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    current: Any = None
+    desired: Any = None
+
+
+class Change(BaseModel):
+    """A provider's verdict for one resource. Every verdict, a no-op included, has a reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    reason: str
+    fields: tuple[FieldChange, ...] = ()
+
+    @property
+    def is_noop(self) -> bool:
+        return self.action is Action.NOOP
+
+    @classmethod
+    def noop(cls, reason: str) -> Change:
+        return cls.model_construct(action=Action.NOOP, reason=reason, fields=())
+
+    def describe(self) -> str:
+        """One line: the reason, then each differing field."""
+        parts = [f"{f.field}: {f.current!r} → {f.desired!r}" for f in self.fields]
+        return "; ".join([self.reason, *parts]) if parts else self.reason
+
+
+class PlannedStep(BaseModel):
+    """The plan for one resource."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: ResourceId
+    kind: str
+    change: Change
+    stage: bool = False  # the provider has something to prepare before apply
+
+
+class Plan(BaseModel):
+    """Every resource's change, in manifest order, plus what will be pruned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    manifest: str
+    generation: int
+    goal: StateGoal
+    steps: tuple[PlannedStep, ...]
+    prune: tuple[PlannedStep, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """How many steps of each action, prunes included."""
+        result = {a.value: 0 for a in Action}
+        for step in (*self.steps, *self.prune):
+            result[step.change.action.value] += 1
+        return result
+
+    @property
+    def changes(self) -> tuple[PlannedStep, ...]:
+        return tuple(s for s in (*self.steps, *self.prune) if not s.change.is_noop)

@@ -1,0 +1,1 @@
+"""Providers: one module per resource kind, the contract in ``base``, discovery in ``registry``."""

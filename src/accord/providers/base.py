@@ -1,0 +1,111 @@
+"""The provider contract: the code for one resource kind.
+
+A provider's phases and what each promises (peace's check → apply → verify, Symphony's stage):
+
+``observe(ctx, spec) -> state | None``
+    Read-only; never mutates anything. ``None`` means the thing is absent.
+``diff(spec, current) -> Change``
+    Pure. A no-op carries a human reason ("content matches sha256 3a7b…"); a change lists the
+    fields that differ.
+``stage(ctx, spec)``
+    Optional (``stages = True``). Prepares what does not change the live system — downloads
+    into the content-addressed cache with a digest check. Idempotent and resumable; after it,
+    ``apply`` needs no network. ``staged(ctx, spec)`` says whether it has been done.
+``apply(ctx, spec, current)``
+    Converges from any current state, a half-finished earlier apply included. Writes are atomic
+    where the OS allows (temp file, fsync, rename).
+``snapshot(ctx, spec, current) -> memo | None``
+    Records what is needed to put the current state back (``None`` when absent). Taken when
+    accord first adopts a resource and, with the revert policy, before each apply.
+``delete(ctx, spec, prior)``
+    Idempotent. Puts back ``prior`` (a snapshot) if given, else removes what the resource
+    manages. Used to prune resources that left the manifest and to revert a failed run.
+
+Failures are typed: raise :class:`~accord.errors.TransientError` for what a retry may fix and
+:class:`~accord.errors.PermanentError` for what it will not. Anything else is treated as
+permanent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from accord.model.manifest import ResourceId
+from accord.model.plan import Change
+from accord.model.specs import Spec
+from accord.providers.cache import Cache
+from accord.providers.paths import Roots
+
+S = TypeVar("S", bound=Spec)
+O = TypeVar("O")  # noqa: E741 - the observed state
+Memo = dict[str, Any]
+"""JSON-serializable data a provider keeps between runs (e.g. a snapshot of prior content)."""
+
+Progress = Callable[[int, int | None], None]
+"""Called with (bytes done, bytes total or None) during long work such as downloads."""
+
+
+def _no_progress(done: int, total: int | None) -> None:
+    """The default progress sink: nobody is watching."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a provider phase may use besides the spec. One per run, bound per resource."""
+
+    roots: Roots
+    state_dir: Path
+    cache: Cache
+    base_dir: Path = field(default_factory=Path.cwd)  # relative sources resolve against this
+    allow_commands: bool = False
+    resource_id: ResourceId = ResourceId("")
+    progress: Progress = _no_progress
+    output: Callable[[str], None] | None = None  # receives captured command output
+
+    def bind(self, resource_id: ResourceId, **changes: Any) -> Context:
+        """A copy of this context for one resource."""
+        return Context(
+            roots=self.roots,
+            state_dir=self.state_dir,
+            cache=self.cache,
+            base_dir=self.base_dir,
+            allow_commands=self.allow_commands,
+            resource_id=resource_id,
+            progress=changes.get("progress", self.progress),
+            output=changes.get("output", self.output),
+        )
+
+
+class Provider(Generic[S, O]):
+    """Base class of providers. Subclasses set ``kind`` and ``spec_model`` and the phases."""
+
+    kind: ClassVar[str]
+    spec_model: ClassVar[type[Spec]]
+    stages: ClassVar[bool] = False
+    reversible: ClassVar[bool] = True  # can delete()/snapshot() put things back?
+
+    async def observe(self, ctx: Context, spec: S) -> O | None:
+        raise NotImplementedError
+
+    def diff(self, spec: S, current: O | None) -> Change:
+        raise NotImplementedError
+
+    async def staged(self, ctx: Context, spec: S) -> bool:
+        """Whether ``stage`` has nothing left to do."""
+        return True
+
+    async def stage(self, ctx: Context, spec: S) -> None:
+        """Prepare without touching the live system. Default: nothing to prepare."""
+
+    async def apply(self, ctx: Context, spec: S, current: O | None) -> None:
+        raise NotImplementedError
+
+    async def snapshot(self, ctx: Context, spec: S, current: O | None) -> Memo | None:
+        """Default: nothing to keep; ``delete`` will remove."""
+        return None
+
+    async def delete(self, ctx: Context, spec: S, prior: Memo | None) -> None:
+        raise NotImplementedError

@@ -1,0 +1,70 @@
+"""Confine every managed path to the configured roots.
+
+A path in a manifest is either absolute, in which case it must lie inside one of the roots, or
+relative, in which case it is taken from the first root. ``..`` is refused outright, and the
+parent directory's real path (symlinks resolved) must stay inside the same root, so a symlinked
+directory cannot carry a write out of the root. The final component itself is never followed:
+providers ``lstat`` it and replace a link rather than write through it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from accord import errors
+
+
+class Roots:
+    """The directories a run may touch."""
+
+    def __init__(self, roots: Sequence[Path | str]) -> None:
+        if not roots:
+            raise errors.InputError("at least one root is required")
+        self.roots: tuple[str, ...] = tuple(os.path.realpath(r) for r in roots)
+        self._parents: dict[str, str] = {}
+
+    @property
+    def primary(self) -> Path:
+        return Path(self.roots[0])
+
+    def resolve(self, path: str, *, resource: str = "") -> Path:
+        """The absolute path for a manifest path, or ``PathEscapeError`` naming the resource."""
+        where = f"resource {resource!r}: " if resource else ""
+        if ".." in Path(path).parts:
+            raise errors.PathEscapeError(f"{where}path {path!r} contains '..'")
+        full = os.path.normpath(os.path.join(self.roots[0], path))
+        root = self._root_of(full)
+        if root is None:
+            raise errors.PathEscapeError(
+                f"{where}path {path!r} is outside the roots {', '.join(self.roots)}"
+            )
+        parent = os.path.dirname(full)
+        real = self._parents.get(parent)
+        if real is None:
+            real = self._parents[parent] = os.path.realpath(parent)
+        if not _inside(real, root):
+            raise errors.PathEscapeError(
+                f"{where}path {path!r} escapes root {root} through a symlink ({parent} → {real})"
+            )
+        return Path(full)
+
+    def recheck(self, path: Path, *, resource: str = "") -> None:
+        """Re-resolve the parent right before a write (the tree may have changed since observe)."""
+        self._parents.pop(str(path.parent), None)
+        self.resolve(str(path), resource=resource)
+
+    def contains(self, path: str) -> bool:
+        """Whether an absolute path lies lexically inside a root."""
+        return self._root_of(os.path.normpath(path)) is not None
+
+    def _root_of(self, full: str) -> str | None:
+        for root in self.roots:
+            if _inside(full, root):
+                return root
+        return None
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")

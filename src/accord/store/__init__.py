@@ -1,0 +1,25 @@
+"""Stores: the persistence seam. ``open_store(url)`` picks the backend from the URL scheme.
+
+``sqlite:///path/to/accord.db`` (default, embedded), ``memory://`` (tests, one process).
+"""
+
+from __future__ import annotations
+
+from accord import errors
+from accord.store.base import Entry, Op, Record, Store, WatchEvent
+
+__all__ = ["Entry", "Op", "Record", "Store", "WatchEvent", "open_store"]
+
+
+async def open_store(url: str) -> Store:
+    """Open the store named by ``url``; raise ``InputError`` for an unknown scheme."""
+    scheme = url.split(":", 1)[0]
+    if scheme == "memory":
+        from accord.store import memory
+
+        return memory.MemoryStore()
+    if scheme == "sqlite":
+        from accord.store import sqlite
+
+        return await sqlite.SqliteStore.open(url)
+    raise errors.InputError(f"unknown store URL {url!r}: use sqlite:///PATH or memory://")
