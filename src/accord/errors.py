@@ -4,7 +4,7 @@
 
     AccordError
     ├── InputError                  bad input from a user: exit code 2, HTTP 4xx, nothing changed
-    │   ├── ManifestError           a manifest that does not parse or validate (names file, line, field)
+    │   ├── ManifestError           a manifest that fails to parse or validate (file, line, field)
     │   ├── GraphError              unknown dependency or a cycle
     │   ├── PathEscapeError         a path outside the configured roots
     │   ├── UnknownKindError        a resource kind no provider serves

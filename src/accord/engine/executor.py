@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from accord.engine.graph import Graph
 
@@ -28,7 +29,7 @@ class Outcome(enum.StrEnum):
 
 async def execute(
     graph: Graph,
-    step: Callable[[int], Awaitable[bool]],
+    step: Callable[[int], Coroutine[Any, Any, bool]],
     *,
     concurrency: int = 8,
     stop: asyncio.Event | None = None,
@@ -86,6 +87,8 @@ async def execute(
         raise
     for i in graph.order:
         if outcome[i] is None:
-            failed_pred = any(outcome[p] in (Outcome.FAILED, Outcome.BLOCKED) for p in graph.preds[i])
+            failed_pred = any(
+                outcome[p] in (Outcome.FAILED, Outcome.BLOCKED) for p in graph.preds[i]
+            )
             outcome[i] = Outcome.BLOCKED if failed_pred else Outcome.INTERRUPTED
     return [o if o is not None else Outcome.INTERRUPTED for o in outcome]

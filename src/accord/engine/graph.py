@@ -80,10 +80,12 @@ def _cycle(
     """One cycle among the nodes a topological sort could not place, as ids."""
     stuck = set(range(len(pairs))) - set(order)
     start = min(stuck)
-    path, seen, node = [], {}, start
+    path: list[int] = []
+    seen: dict[int, int] = {}
+    node = start
     while node not in seen:
         seen[node] = len(path)
         path.append(node)
         node = next(p for p in preds[node] if p in stuck)
-    loop = path[seen[node] :] + [node]
+    loop = [*path[seen[node] :], node]
     return [pairs[i][0] for i in reversed(loop)]

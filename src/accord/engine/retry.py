@@ -24,14 +24,14 @@ class RetryPolicy:
     def delay(self, retry: int, *, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(self.cap, retry_after)
-        return random.uniform(0, min(self.cap, self.base * 2**retry))  # noqa: S311 - jitter
+        return random.uniform(0, min(self.cap, self.base * 2**retry))
 
 
 async def retrying(
     call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     *,
-    on_retry: Callable[[int, errors.TransientError, float], None] | None = None,
+    on_retry: Callable[[int, errors.TransientError, float], Awaitable[None]] | None = None,
 ) -> tuple[T, int]:
     """Run ``call`` until it succeeds, fails permanently or runs out of attempts.
 
@@ -47,6 +47,6 @@ async def retrying(
                 raise
             pause = policy.delay(attempt - 1, retry_after=exc.retry_after)
             if on_retry is not None:
-                on_retry(attempt, exc, pause)
+                await on_retry(attempt, exc, pause)
             await asyncio.sleep(pause)
             attempt += 1

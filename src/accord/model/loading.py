@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, cast
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import Field, ValidationError, create_model
 
 from accord import errors
 from accord.model.manifest import Manifest, Resource
@@ -28,7 +28,7 @@ def _typed_model(kinds: tuple[tuple[str, type[Spec]], ...]) -> type[Manifest]:
         create_model(
             f"{kind}Resource",
             __base__=Resource,
-            kind=(Literal[kind], ...),
+            kind=(cast(Any, Literal[kind]), ...),
             spec=(spec_model, ...),
         )
         for kind, spec_model in kinds
@@ -79,7 +79,7 @@ def _parse(text: str, source: str) -> Any:
     try:
         if text.lstrip().startswith("{"):
             return json.loads(text)
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_Loader)
     except json.JSONDecodeError as exc:
         raise errors.ManifestError(source, [f"{source}:{exc.lineno}: {exc.msg}"]) from None
     except yaml.MarkedYAMLError as exc:
@@ -111,9 +111,7 @@ def _check_references(manifest: Manifest, text: str, source: str) -> list[str]:
     return problems
 
 
-def _describe(
-    err: Any, data: Any, text: str, source: str, kinds: Mapping[str, type[Spec]]
-) -> str:
+def _describe(err: Any, data: Any, text: str, source: str, kinds: Mapping[str, type[Spec]]) -> str:
     loc: tuple[Any, ...] = tuple(err["loc"])
     message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "union_tag_invalid":
@@ -122,7 +120,7 @@ def _describe(
         loc = (*loc, "kind")
     elif err["type"] == "union_tag_not_found":
         message = "missing 'kind'"
-    # Drop the discriminator tag pydantic inserts after the list index: ('resources', 3, 'File', ...)
+    # Drop the union tag pydantic puts after the index: ("resources", 3, "File", ...)
     if len(loc) > 2 and loc[0] == "resources" and isinstance(loc[1], int) and loc[2] in kinds:
         loc = (*loc[:2], *loc[3:])
     subject = ""

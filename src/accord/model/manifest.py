@@ -55,6 +55,6 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_version: Literal["accord/v1"] = API_VERSION
+    api_version: Literal["accord/v1"] = "accord/v1"
     metadata: Metadata
     resources: tuple[Resource, ...] = ()

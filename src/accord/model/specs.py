@@ -56,7 +56,9 @@ Path = Annotated[str, Field(min_length=1, description="absolute, or relative to 
 class ArtifactSource(Spec):
     """Where content comes from when it is not inline: a URL and its required digest."""
 
-    url: str = Field(min_length=1, description="http(s)://, file:///, or a path relative to the manifest")
+    url: str = Field(
+        min_length=1, description="http(s)://, file:///, or a path relative to the manifest"
+    )
     sha256: Sha256
 
 
@@ -66,7 +68,9 @@ class FileSpec(Spec):
     path: Path
     content: str | None = None
     source: ArtifactSource | None = None
-    mode: Mode | None = Field(default=None, description="unmanaged when omitted; new files get 0644")
+    mode: Mode | None = Field(
+        default=None, description="unmanaged when omitted; new files get 0644"
+    )
     owner: Owner | None = None
     group: Owner | None = None
 
@@ -81,7 +85,9 @@ class ArtifactSpec(Spec):
     """A downloaded file: staged into the content-addressed cache, placed at ``path`` on apply."""
 
     path: Path
-    url: str = Field(min_length=1, description="http(s)://, file:///, or a path relative to the manifest")
+    url: str = Field(
+        min_length=1, description="http(s)://, file:///, or a path relative to the manifest"
+    )
     sha256: Sha256
     mode: Mode | None = None
     owner: Owner | None = None

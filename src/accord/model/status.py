@@ -93,6 +93,7 @@ class RunRecord(BaseModel):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     resumes: str | None = None  # the crashed or interrupted run this one picks up
-    counts: dict[str, int] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict)  # resources per phase
+    changed: int = 0  # resources this run changed (the rest of "applied" was already right)
     conditions: tuple[Condition, ...] = ()
     resources: tuple[ResourceStatus, ...] = ()

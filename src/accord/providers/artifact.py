@@ -20,6 +20,4 @@ class ArtifactProvider(FileLikeProvider):
 
     def want(self, spec: Spec) -> Want:
         assert isinstance(spec, ArtifactSpec)
-        return Want(
-            spec.path, spec.sha256, None, None, spec.url, spec.mode, spec.owner, spec.group
-        )
+        return Want(spec.path, spec.sha256, None, None, spec.url, spec.mode, spec.owner, spec.group)

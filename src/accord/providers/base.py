@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from accord.model.manifest import ResourceId
 from accord.model.plan import Change
 from accord.model.specs import Spec
 from accord.providers.cache import Cache
@@ -61,11 +60,11 @@ class Context:
     cache: Cache
     base_dir: Path = field(default_factory=Path.cwd)  # relative sources resolve against this
     allow_commands: bool = False
-    resource_id: ResourceId = ResourceId("")
+    resource_id: str = ""
     progress: Progress = _no_progress
     output: Callable[[str], None] | None = None  # receives captured command output
 
-    def bind(self, resource_id: ResourceId, **changes: Any) -> Context:
+    def bind(self, resource_id: str, **changes: Any) -> Context:
         """A copy of this context for one resource."""
         return Context(
             roots=self.roots,
@@ -107,5 +106,6 @@ class Provider(Generic[S, O]):
         """Default: nothing to keep; ``delete`` will remove."""
         return None
 
-    async def delete(self, ctx: Context, spec: S, prior: Memo | None) -> None:
+    async def delete(self, ctx: Context, spec: S, prior: Memo | None) -> str | None:
+        """Returns a short note for the status (\"removed\", \"restored prior content\")."""
         raise NotImplementedError

@@ -64,7 +64,9 @@ class DirectoryProvider(Provider[DirectorySpec, FileState]):
         except OSError as exc:
             raise fsutil.os_error(exc, "create directory", path) from exc
 
-    async def snapshot(self, ctx: Context, spec: DirectorySpec, current: FileState | None) -> Memo | None:
+    async def snapshot(
+        self, ctx: Context, spec: DirectorySpec, current: FileState | None
+    ) -> Memo | None:
         path = ctx.roots.resolve(spec.path, resource=ctx.resource_id)
         return priors.snapshot(ctx, path)
 

@@ -167,7 +167,9 @@ def owner_fields(
     """Mode, owner and group differences; ``None`` means unmanaged."""
     fields = []
     if mode is not None and current.mode != mode:
-        fields.append(FieldChange(field="mode", current=f"{current.mode:04o}", desired=f"{mode:04o}"))
+        fields.append(
+            FieldChange(field="mode", current=f"{current.mode:04o}", desired=f"{mode:04o}")
+        )
     if owner is not None and current.uid != fsutil.uid_of(owner):
         fields.append(FieldChange(field="owner", current=current.uid, desired=owner))
     if group is not None and current.gid != fsutil.gid_of(group):

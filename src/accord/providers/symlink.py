@@ -62,7 +62,9 @@ class SymlinkProvider(Provider[SymlinkSpec, LinkState]):
         except OSError as exc:
             raise fsutil.os_error(exc, "link", path) from exc
 
-    async def snapshot(self, ctx: Context, spec: SymlinkSpec, current: LinkState | None) -> Memo | None:
+    async def snapshot(
+        self, ctx: Context, spec: SymlinkSpec, current: LinkState | None
+    ) -> Memo | None:
         return priors.snapshot(ctx, ctx.roots.resolve(spec.path, resource=ctx.resource_id))
 
     async def delete(self, ctx: Context, spec: SymlinkSpec, prior: Memo | None) -> str:

@@ -33,6 +33,7 @@ All methods are coroutines so that network backends fit; local backends do their
 
 from __future__ import annotations
 
+import builtins
 import enum
 import re
 from collections.abc import AsyncIterator
@@ -100,13 +101,15 @@ class Store(Protocol):
 
     async def delete(self, key: str, *, expected_revision: int | None = None) -> None: ...
 
-    async def list(self, prefix: str = "") -> list[Entry]: ...
+    async def list(self, prefix: str = "") -> builtins.list[Entry]: ...
 
     def watch(self, prefix: str = "") -> AsyncIterator[WatchEvent]: ...
 
     async def append(self, stream: str, data: bytes) -> int: ...
 
-    async def read(self, stream: str, *, after: int = 0, limit: int | None = None) -> list[Record]: ...
+    async def read(
+        self, stream: str, *, after: int = 0, limit: int | None = None
+    ) -> builtins.list[Record]: ...
 
     async def put_blob(self, source: bytes | Path) -> str: ...
 
@@ -120,14 +123,17 @@ class Store(Protocol):
 def check_key(key: str) -> None:
     """Raise ``InputError`` unless ``key`` is a valid store key."""
     if not KEY_PATTERN.match(key):
-        raise errors.InputError(f"invalid store key {key!r}: use [-/_=.a-zA-Z0-9], no leading/trailing '.'")
+        raise errors.InputError(
+            f"invalid store key {key!r}: use [-/_=.a-zA-Z0-9], no leading/trailing '.'"
+        )
 
 
 def check_value(key: str, value: bytes) -> None:
     """Raise ``InputError`` if ``value`` is too large for a KV entry."""
     if len(value) > MAX_VALUE_BYTES:
         raise errors.InputError(
-            f"value for {key!r} is {len(value)} bytes; the KV limit is {MAX_VALUE_BYTES} (use a blob)"
+            f"value for {key!r} is {len(value)} bytes; "
+            f"the KV limit is {MAX_VALUE_BYTES} (use a blob)"
         )
 
 
@@ -135,3 +141,13 @@ def check_stream(stream: str) -> None:
     """Raise ``InputError`` unless ``stream`` is a valid stream name."""
     if not STREAM_PATTERN.match(stream):
         raise errors.InputError(f"invalid stream name {stream!r}: use [a-z0-9_-]")
+
+
+_KEY_SAFE = frozenset("-_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def key_part(text: str) -> str:
+    """Encode arbitrary text as one key level: unsafe characters become ``=XX`` (hex of UTF-8)."""
+    if all(c in _KEY_SAFE for c in text):
+        return text
+    return "".join(c if c in _KEY_SAFE else "".join(f"={b:02X}" for b in c.encode()) for c in text)

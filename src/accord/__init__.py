@@ -1,0 +1,1 @@
+"""accord keeps machines in the state their owners declared."""

@@ -1,0 +1,1 @@
+"""The engine: graph, executor, retry, journal, inventory and the converge run."""

@@ -1,0 +1,497 @@
+"""Converge one machine to a manifest: observe → plan → stage → apply → verify → prune.
+
+The state goal decides where a run stops (Symphony): ``dry_run`` after the plan, writing
+nothing anywhere; ``stage`` after staging, having changed nothing live; ``apply`` at the end.
+Each resource is applied only if its diff is non-empty (peace: check, apply what differs,
+verify), in dependency order through the executor. A resource whose apply fails blocks only
+its dependents. After apply, every changed resource is observed again: a remaining diff is a
+failure that shows the diff.
+
+Retries: a ``TransientError`` is retried with backoff; each retry observes afresh, so it
+converges from whatever the failed attempt left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from accord import errors
+from accord.engine import executor
+from accord.engine.graph import Graph
+from accord.engine.inventory import Inventory, Managed
+from accord.engine.journal import Journal
+from accord.engine.report import NullReporter, Reporter
+from accord.engine.retry import RetryPolicy, retrying
+from accord.model.manifest import Manifest, Resource, StateFlag, StateGoal
+from accord.model.plan import Action, Change, Plan, PlannedStep
+from accord.model.status import (
+    Condition,
+    ConditionStatus,
+    ErrorRecord,
+    Phase,
+    ResourceStatus,
+    RunRecord,
+    RunState,
+)
+from accord.providers.base import Context, Memo
+from accord.providers.registry import AnyProvider, Registry
+from accord.store.base import Store
+
+T = TypeVar("T")
+MAX_REPORTED = 1000  # resource statuses kept in a run record beyond the counts
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    goal: StateGoal = StateGoal.APPLY
+    concurrency: int = 8
+    step_timeout: float | None = 600.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_failure: Literal["continue", "revert"] = "continue"
+    prune: bool = True
+
+
+@dataclass(slots=True)
+class Slot:
+    """One resource's working state during a run."""
+
+    resource: Resource
+    provider: AnyProvider
+    ctx: Context
+    current: Any = None
+    change: Change | None = None
+    status: ResourceStatus = field(init=False)
+    before: Memo | None = None  # pre-apply snapshot for the revert policy
+    reverted_record: Managed | None = None  # inventory record to restore on revert
+    was_managed: bool = False
+
+    def __post_init__(self) -> None:
+        self.status = ResourceStatus.model_construct(
+            id=self.resource.id, kind=self.resource.kind, phase=Phase.PENDING, flag=None,
+            action=Action.NOOP, reason="", attempts=0, duration_s=0.0, error=None, diff=(),
+            output=None,
+        )  # fmt: skip
+
+
+class Converge:
+    """One run of one manifest against one store."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        registry: Registry,
+        context: Context,
+        options: Options | None = None,
+        reporter: Reporter | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.context = context
+        self.options = options or Options()
+        self.reporter: Reporter = reporter or NullReporter()
+        self.stop = stop or asyncio.Event()
+        self.journal = Journal(store)
+        self.pruned: list[ResourceStatus] = []
+
+    # -- planning (read-only) ------------------------------------------------------------
+
+    async def plan(self, manifest: Manifest) -> tuple[Plan, list[Slot], dict[str, Managed]]:
+        """Observe everything and diff it. Reads the store and the machine; writes nothing."""
+        self._check_policy(manifest)
+        slots = [
+            Slot(r, self.registry.get(r.kind), self.context.bind(r.id)) for r in manifest.resources
+        ]
+        problems: list[str] = []
+
+        async def observe(slot: Slot) -> None:
+            try:
+                slot.current = await slot.provider.observe(slot.ctx, slot.resource.spec)
+                slot.change = slot.provider.diff(slot.resource.spec, slot.current)
+            except errors.InputError as exc:
+                problems.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
+                self._fail(slot, exc)
+
+        await _bounded(observe, slots, self.options.concurrency)
+        if problems:
+            raise errors.InputError("\n".join(sorted(problems)))
+        managed = await Inventory(self.store, manifest.metadata.name).load()
+        steps = []
+        for slot in slots:
+            change = slot.change or Change(action=Action.UPDATE, reason="observe failed")
+            needs_stage = (
+                slot.provider.stages
+                and not change.is_noop
+                and not await slot.provider.staged(slot.ctx, slot.resource.spec)
+            )
+            steps.append(
+                PlannedStep.model_construct(
+                    id=slot.resource.id, kind=slot.resource.kind, change=change, stage=needs_stage
+                )
+            )
+        ids = {r.id for r in manifest.resources}
+        prune = tuple(
+            PlannedStep(
+                id=m.id,
+                kind=m.kind,
+                change=Change(action=Action.DELETE, reason="no longer in the manifest"),
+            )
+            for m in managed.values()
+            if m.id not in ids
+        )
+        plan = Plan(
+            manifest=manifest.metadata.name,
+            generation=manifest.metadata.generation,
+            goal=self.options.goal,
+            steps=tuple(steps),
+            prune=prune if self.options.prune else (),
+        )
+        return plan, slots, managed
+
+    def _check_policy(self, manifest: Manifest) -> None:
+        if self.context.allow_commands:
+            return
+        commands = [r.id for r in manifest.resources if r.kind == "Command"]
+        if commands:
+            raise errors.PolicyError(
+                f"resources {', '.join(map(repr, commands))} are Commands; "
+                "this run does not allow commands (pass --allow-commands)"
+            )
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def run(self, manifest: Manifest) -> tuple[Plan, RunRecord]:
+        """Run to the goal. Input errors raise before anything is written or changed."""
+        graph = Graph.compile((r.id, r.depends_on) for r in manifest.resources)
+        plan, slots, managed = await self.plan(manifest)
+        self.reporter.planned(plan)
+        meta = manifest.metadata
+        if self.options.goal is StateGoal.DRY_RUN:
+            return plan, self._record(
+                RunRecord(run_id="dry-run", manifest=meta.name, generation=meta.generation,
+                          goal=StateGoal.DRY_RUN, state=RunState.SUCCEEDED),
+                slots, plan,
+            )  # fmt: skip
+        run = await self.journal.begin(meta.name, meta.generation, self.options.goal)
+        try:
+            await self._stage(run, slots, plan)
+            if self.options.goal is StateGoal.APPLY:
+                inventory = Inventory(self.store, meta.name)
+                await self._apply(run, graph, slots, managed, inventory)
+                failed = any(s.status.phase is Phase.FAILED for s in slots)
+                if failed and self.options.on_failure == "revert":
+                    await self._revert(run, slots, inventory)
+                if plan.prune and not self.stop.is_set():
+                    await self._prune(run, plan, managed, inventory)
+        except asyncio.CancelledError:
+            await self.journal.finish(self._record(run, slots, plan), RunState.INTERRUPTED)
+            raise
+        state = RunState.SUCCEEDED
+        if self.stop.is_set():
+            state = RunState.INTERRUPTED
+        elif any(s.status.phase in (Phase.FAILED, Phase.BLOCKED) for s in slots):
+            state = RunState.FAILED
+        await self.journal.finish(self._record(run, slots, plan), state)
+        return plan, run
+
+    async def _stage(self, run: RunRecord, slots: list[Slot], plan: Plan) -> None:
+        todo = [s for s, step in zip(slots, plan.steps, strict=True) if step.stage]
+        self.reporter.phase("stage", len(todo))
+
+        async def stage(slot: Slot) -> None:
+            if self.stop.is_set():
+                return
+            await self.journal.event(run.run_id, "staging", resource=slot.resource.id)
+            ctx = slot.ctx.bind(
+                slot.resource.id,
+                progress=lambda done, total: self.reporter.transfer(slot.resource.id, done, total),
+            )
+            started = time.monotonic()
+            try:
+                _, attempts = await retrying(
+                    lambda: self._timed(slot.provider.stage(ctx, slot.resource.spec)),
+                    self.options.retry,
+                    on_retry=lambda n, exc, pause: self._note_retry(run, slot, "stage", exc, pause),
+                )
+                slot.status.attempts = attempts
+                slot.status.flag = StateFlag.STAGED
+                slot.status.phase = Phase.STAGED
+                await self.journal.event(run.run_id, "staged", resource=slot.resource.id)
+            except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
+                self._fail(slot, exc)
+                await self.journal.event(
+                    run.run_id, "failed", resource=slot.resource.id, during="stage",
+                    error=slot.status.error.model_dump() if slot.status.error else None,
+                )  # fmt: skip
+            slot.status.duration_s += time.monotonic() - started
+            self.reporter.step("stage", slot.status)
+
+        await _bounded(stage, todo, self.options.concurrency)
+        for slot in slots:
+            if slot.change is not None:
+                slot.status.action = slot.change.action
+                slot.status.reason = slot.change.reason
+            if slot.status.phase is Phase.PENDING and slot.change is not None:
+                if slot.change.is_noop:
+                    slot.status.flag = StateFlag.APPLIED
+                    slot.status.phase = Phase.APPLIED
+                else:
+                    slot.status.flag = StateFlag.STAGED
+                    slot.status.phase = Phase.STAGED
+
+    async def _apply(
+        self,
+        run: RunRecord,
+        graph: Graph,
+        slots: list[Slot],
+        managed: dict[str, Managed],
+        inventory: Inventory,
+    ) -> None:
+        revert = self.options.on_failure == "revert"
+        specs = [s.resource.spec.model_dump(mode="json") for s in slots]
+
+        def current_record(i: int) -> bool:
+            known = managed.get(slots[i].resource.id)
+            return (
+                known is not None
+                and known.spec == specs[i]
+                and (known.depends_on == slots[i].resource.depends_on)
+            )
+
+        def instant(i: int) -> bool:
+            slot = slots[i]
+            return slot.status.phase is Phase.APPLIED and current_record(i)
+
+        self.reporter.phase("apply", sum(1 for s in slots if s.status.phase is not Phase.APPLIED))
+
+        async def step(i: int) -> bool:
+            slot = slots[i]
+            rid = slot.resource.id
+            if slot.status.phase is Phase.FAILED:
+                return False
+            spec = slot.resource.spec
+            known = managed.get(rid)
+            slot.was_managed = known is not None
+            if not current_record(i):
+                prior = known.prior if known else None
+                if known is None and slot.provider.reversible:
+                    prior = await slot.provider.snapshot(slot.ctx, spec, slot.current)
+                record = Managed(rid, slot.resource.kind, specs[i], slot.resource.depends_on, prior)
+                await inventory.save(record)  # before apply touches anything: keeps the prior
+                slot.reverted_record = known
+            if slot.change is None or slot.change.is_noop:
+                return True  # converged already; only the inventory needed writing
+            started = time.monotonic()
+            await self.journal.event(run.run_id, "applying", resource=rid,
+                                     action=slot.change.action.value)  # fmt: skip
+            try:
+                if revert and slot.provider.reversible:
+                    slot.before = await slot.provider.snapshot(slot.ctx, spec, slot.current)
+                attempts = await self._converge_one(run, slot)
+                slot.status.attempts = attempts
+                slot.status.phase = Phase.APPLIED
+                slot.status.flag = StateFlag.APPLIED
+                await self.journal.event(run.run_id, "applied", resource=rid, attempts=attempts,
+                                         output=slot.status.output)  # fmt: skip
+                ok = True
+            except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
+                self._fail(slot, exc)
+                await self.journal.event(
+                    run.run_id, "failed", resource=rid, during="apply",
+                    error=slot.status.error.model_dump() if slot.status.error else None,
+                    diff=[f.model_dump(mode="json") for f in slot.status.diff] or None,
+                    output=slot.status.output,
+                )  # fmt: skip
+                ok = False
+            slot.status.duration_s += time.monotonic() - started
+            self.reporter.step("apply", slot.status)
+            return ok
+
+        outcomes = await executor.execute(
+            graph, step, concurrency=self.options.concurrency, stop=self.stop, instant=instant
+        )
+        for slot, outcome in zip(slots, outcomes, strict=True):
+            if outcome is executor.Outcome.BLOCKED:
+                slot.status.phase = Phase.BLOCKED
+                slot.status.reason = "a dependency failed"
+            elif outcome is executor.Outcome.INTERRUPTED and slot.status.phase is not Phase.APPLIED:
+                slot.status.phase = Phase.INTERRUPTED
+
+    async def _converge_one(self, run: RunRecord, slot: Slot) -> int:
+        """Apply, retrying transient failures from a fresh observation; then verify."""
+        spec = slot.resource.spec
+        outputs: list[str] = []
+        ctx = slot.ctx.bind(slot.resource.id, output=outputs.append)
+        first = True
+
+        async def attempt() -> None:
+            nonlocal first
+            if not first:  # a failed attempt may have changed things: look again
+                slot.current = await slot.provider.observe(ctx, spec)
+                if slot.provider.diff(spec, slot.current).is_noop:
+                    return
+            first = False
+            await slot.provider.apply(ctx, spec, slot.current)
+
+        try:
+            _, attempts = await retrying(
+                lambda: self._timed(attempt()),
+                self.options.retry,
+                on_retry=lambda n, exc, pause: self._note_retry(run, slot, "apply", exc, pause),
+            )
+        finally:
+            if outputs:
+                slot.status.output = "\n".join(outputs)
+        if slot.resource.kind != "Command":  # a command's effect is its guard, not a state
+            after = await slot.provider.observe(slot.ctx, spec)
+            verdict = slot.provider.diff(spec, after)
+            if not verdict.is_noop:
+                slot.status.diff = verdict.fields
+                raise errors.PermanentError(f"verification failed: {verdict.describe()}")
+            slot.current = after
+        return attempts
+
+    async def _revert(self, run: RunRecord, slots: list[Slot], inventory: Inventory) -> None:
+        """Put back, newest first, what this run applied: the revert policy."""
+        done = [
+            s
+            for s in slots
+            if s.status.phase is Phase.APPLIED and s.change and not s.change.is_noop
+        ]
+        self.reporter.phase("revert", len(done))
+        for slot in reversed(done):
+            if not slot.provider.reversible:
+                continue
+            note = await slot.provider.delete(slot.ctx, slot.resource.spec, slot.before)
+            slot.status.phase = Phase.REVERTED
+            slot.status.reason = f"reverted: {note}"
+            if slot.was_managed and slot.reverted_record is not None:
+                await inventory.save(slot.reverted_record)
+            elif not slot.was_managed:
+                await inventory.remove(slot.resource.id)
+            await self.journal.event(run.run_id, "reverted", resource=slot.resource.id, note=note)
+            self.reporter.step("revert", slot.status)
+
+    async def _prune(
+        self, run: RunRecord, plan: Plan, managed: dict[str, Managed], inventory: Inventory
+    ) -> None:
+        """Remove resources that left the manifest, dependents first."""
+        gone = [managed[step.id] for step in plan.prune]
+        if not gone:
+            return
+        names = {m.id for m in gone}
+        graph = Graph.compile((m.id, [d for d in m.depends_on if d in names]) for m in gone)
+        self.reporter.phase("prune", len(gone))
+
+        async def step(i: int) -> bool:
+            record = gone[i]
+            status = ResourceStatus(id=record.id, kind=record.kind, action=Action.DELETE)
+            try:
+                provider = self.registry.get(record.kind)
+                spec = provider.spec_model.model_validate(record.spec)
+                note = await self._timed(
+                    provider.delete(self.context.bind(record.id), spec, record.prior)
+                )
+                await inventory.remove(record.id)
+                status.phase, status.reason = Phase.PRUNED, note or "deleted"
+                await self.journal.event(run.run_id, "pruned", resource=record.id, note=note)
+                ok = True
+            except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
+                status.phase, status.error = Phase.FAILED, _error_record(exc)
+                await self.journal.event(run.run_id, "failed", resource=record.id, during="prune",
+                                         error=status.error.model_dump())  # fmt: skip
+                ok = False
+            self.pruned.append(status)
+            self.reporter.step("prune", status)
+            return ok
+
+        await executor.execute(graph.reversed(), step, concurrency=1, stop=self.stop)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _timed(self, work: Awaitable[T]) -> T:
+        if self.options.step_timeout is None:
+            return await work
+        try:
+            async with asyncio.timeout(self.options.step_timeout):
+                return await work
+        except TimeoutError:
+            raise errors.TransientError(
+                f"timed out after {self.options.step_timeout:g} s"
+            ) from None
+
+    async def _note_retry(
+        self, run: RunRecord, slot: Slot, phase: str, exc: errors.TransientError, pause: float
+    ) -> None:
+        await self.journal.event(run.run_id, "retrying", resource=slot.resource.id, during=phase,
+                                 error=str(exc), pause=round(pause, 3))  # fmt: skip
+
+    def _fail(self, slot: Slot, exc: BaseException) -> None:
+        slot.status.phase = Phase.FAILED
+        slot.status.error = _error_record(exc)
+        if slot.change is not None:
+            slot.status.action = slot.change.action
+
+    def _record(self, run: RunRecord, slots: list[Slot], plan: Plan) -> RunRecord:
+        """Fill the run record: counts of every phase, details of what is not plainly done."""
+        statuses = [s.status for s in slots] + self.pruned
+        counts: dict[str, int] = {}
+        for status in statuses:
+            counts[status.phase.value] = counts.get(status.phase.value, 0) + 1
+        changed = {s.id for s in plan.changes}
+        notable = [s for s in statuses if s.phase is not Phase.APPLIED or s.id in changed]
+        run.counts = counts
+        run.changed = sum(1 for s in statuses if s.id in changed and s.phase is Phase.APPLIED)
+        run.resources = tuple(notable[:MAX_REPORTED])
+        run.conditions = _conditions(run, statuses)
+        return run
+
+
+def _conditions(run: RunRecord, statuses: list[ResourceStatus]) -> tuple[Condition, ...]:
+    generation = run.generation
+    bad = [s.id for s in statuses if s.phase in (Phase.FAILED, Phase.BLOCKED)]
+    pending = [s.id for s in statuses if s.phase in (Phase.PENDING, Phase.INTERRUPTED)]
+    staged_ok = not bad and not pending
+    applied_ok = staged_ok and all(s.phase in (Phase.APPLIED, Phase.PRUNED) for s in statuses)
+
+    def condition(kind: str, ok: bool, reason_ok: str, reason_bad: str, message: str) -> Condition:
+        return Condition(
+            type=kind,
+            status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+            reason=reason_ok if ok else reason_bad,
+            message=message,
+            observed_generation=generation,
+        )
+
+    failed_message = f"{len(bad)} failed or blocked: {', '.join(bad[:5])}" if bad else ""
+    return (
+        condition("Staged", staged_ok, "AllStaged", "NotStaged", failed_message),
+        condition("Applied", applied_ok, "AllApplied", "NotApplied", failed_message),
+        condition("Ready", applied_ok, "Converged", "NotConverged", failed_message),
+        condition("Degraded", bool(bad), "ResourcesFailed", "Healthy", failed_message),
+    )
+
+
+def _error_record(exc: BaseException) -> ErrorRecord:
+    return ErrorRecord(
+        type=type(exc).__name__,
+        message=str(exc) or type(exc).__name__,
+        transient=isinstance(exc, errors.TransientError),
+    )
+
+
+async def _bounded(work: Callable[[Any], Awaitable[None]], items: list[Any], limit: int) -> None:
+    """Run ``work`` over ``items`` with at most ``limit`` at once, in a few worker tasks."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
