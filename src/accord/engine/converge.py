@@ -107,20 +107,22 @@ class Converge:
         slots = [
             Slot(r, self.registry.get(r.kind), self.context.bind(r.id)) for r in manifest.resources
         ]
-        problems: list[str] = []
+        problems: list[errors.InputError] = []
 
         async def observe(slot: Slot) -> None:
             try:
                 slot.current = await slot.provider.observe(slot.ctx, slot.resource.spec)
                 slot.change = slot.provider.diff(slot.resource.spec, slot.current)
             except errors.InputError as exc:
-                problems.append(str(exc))
+                problems.append(exc)
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
                 self._fail(slot, exc)
 
         await _bounded(observe, slots, self.options.concurrency)
+        if len(problems) == 1:
+            raise problems[0]
         if problems:
-            raise errors.InputError("\n".join(sorted(problems)))
+            raise errors.InputError("\n".join(sorted(str(p) for p in problems)))
         managed = await Inventory(self.store, manifest.metadata.name).load()
         steps = []
         for slot in slots:

@@ -1,0 +1,27 @@
+"""Helpers for tests: manifests from plain dicts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from accord.model.loading import parse_manifest
+from accord.model.manifest import Manifest
+from accord.providers import registry as registry_module
+from accord.providers.registry import Registry
+
+
+def build_manifest(
+    resources: list[dict[str, Any]], *, name: str = "test", generation: int = 1,
+    registry: Registry | None = None,
+) -> Manifest:  # fmt: skip
+    """A validated manifest from plain dicts, as if loaded from a file."""
+    document = {"metadata": {"name": name, "generation": generation}, "resources": resources}
+    kinds = (registry or registry_module.default()).kinds()
+    return parse_manifest(json.dumps(document), source=f"{name}.json", kinds=kinds)
+
+
+def file(rid: str, path: str, content: str, **spec: Any) -> dict[str, Any]:
+    deps = spec.pop("depends_on", [])
+    return {"id": rid, "kind": "File", "spec": {"path": path, "content": content, **spec},
+            "depends_on": deps}  # fmt: skip

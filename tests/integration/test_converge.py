@@ -1,0 +1,325 @@
+"""The converge run end to end: real files in a tmp root, a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import build_manifest, file
+
+from accord import errors
+from accord.engine.converge import Options
+from accord.engine.journal import Journal
+from accord.engine.local import LocalSession
+from accord.engine.retry import RetryPolicy
+from accord.model.manifest import Manifest, StateGoal
+from accord.model.plan import Action
+from accord.model.status import Phase, RunRecord, RunState
+from accord.providers.registry import Registry
+from accord.testing.fakes import FakeProvider, Script
+
+FAST = RetryPolicy(attempts=3, base=0.001, cap=0.002)
+
+
+async def converge(
+    manifest: Manifest, root: Path, state_dir: Path, *, registry: Registry | None = None,
+    allow_commands: bool = False, stop: asyncio.Event | None = None, **options: Any,
+) -> RunRecord:  # fmt: skip
+    options.setdefault("retry", FAST)
+    async with LocalSession(roots=[root], state_dir=state_dir, registry=registry,
+                            allow_commands=allow_commands) as session:  # fmt: skip
+        _, record = await session.converge(
+            manifest, base_dir=root, options=Options(**options), stop=stop
+        )
+    return record
+
+
+async def journal_events(state_dir: Path) -> list[dict[str, Any]]:
+    async with LocalSession(state_dir=state_dir, lock=False) as session:
+        return await Journal(session.store).events()
+
+
+def tree(root: Path) -> dict[str, tuple[str, bytes | str | None, int]]:
+    """Every path under root: type, content or link target, mode."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        if path.is_symlink():
+            found[str(path.relative_to(root))] = ("link", os.readlink(path), 0)
+        elif path.is_dir():
+            found[str(path.relative_to(root))] = ("dir", None, st.st_mode & 0o7777)
+        else:
+            found[str(path.relative_to(root))] = ("file", path.read_bytes(), st.st_mode & 0o7777)
+    return found
+
+
+SITE = [
+    {"id": "etc", "kind": "Directory", "spec": {"path": "etc/app", "mode": "0750"}},
+    file("conf", "etc/app/app.conf", "port = 80\n", mode="0640", depends_on=["etc"]),
+    {"id": "link", "kind": "Symlink", "spec": {"path": "etc/app/current", "target": "app.conf"},
+     "depends_on": ["conf"]},
+]  # fmt: skip
+
+
+async def test_apply_converges_and_a_second_apply_changes_nothing(root: Path, state_dir: Path) -> None:
+    manifest = build_manifest(SITE)
+    first = await converge(manifest, root, state_dir)
+    assert first.state is RunState.SUCCEEDED and first.changed == 3
+    assert (root / "etc/app/app.conf").read_text() == "port = 80\n"
+    assert (root / "etc/app/app.conf").stat().st_mode & 0o777 == 0o640
+    assert (root / "etc/app").stat().st_mode & 0o777 == 0o750
+    assert os.readlink(root / "etc/app/current") == "app.conf"
+
+    before = tree(root)
+    events_before = len(await journal_events(state_dir))
+    second = await converge(manifest, root, state_dir)
+    assert second.state is RunState.SUCCEEDED and second.changed == 0
+    assert second.counts == {"applied": 3}
+    assert tree(root) == before
+    new_events = (await journal_events(state_dir))[events_before:]
+    assert [e["event"] for e in new_events] == ["run_started", "run_finished"]
+
+
+async def test_dry_run_changes_nothing_anywhere(root: Path, state_dir: Path) -> None:
+    (root / "etc").mkdir()
+    before = tree(root)
+    async with LocalSession(roots=[root], state_dir=state_dir) as session:
+        plan, record = await session.converge(
+            build_manifest(SITE), base_dir=root, options=Options(goal=StateGoal.DRY_RUN)
+        )
+        assert await session.store.list() == []
+        assert await session.store.read("journal") == []
+    assert tree(root) == before
+    assert [s.change.action for s in plan.steps] == [Action.CREATE] * 3
+    assert record.goal is StateGoal.DRY_RUN
+
+
+async def test_noop_reasons_explain_why(root: Path, state_dir: Path) -> None:
+    manifest = build_manifest(SITE)
+    await converge(manifest, root, state_dir)
+    async with LocalSession(roots=[root], state_dir=state_dir) as session:
+        plan, _ = await session.converge(
+            manifest, base_dir=root, options=Options(goal=StateGoal.DRY_RUN)
+        )
+    reasons = [s.change.reason for s in plan.steps]
+    assert all(s.change.is_noop for s in plan.steps)
+    assert reasons[0] == "directory exists, mode 0750"
+    assert reasons[1].startswith("content matches sha256 ") and reasons[1].endswith("mode 0640")
+    assert reasons[2] == "links to app.conf"
+
+
+async def test_drift_is_corrected_and_only_drifted_resources_are_applied(
+    root: Path, state_dir: Path
+) -> None:
+    manifest = build_manifest(SITE)
+    await converge(manifest, root, state_dir)
+    (root / "etc/app/app.conf").write_text("port = 8080\n")
+    record = await converge(manifest, root, state_dir)
+    assert record.changed == 1
+    assert [(r.id, r.action) for r in record.resources] == [("conf", Action.UPDATE)]
+    assert (root / "etc/app/app.conf").read_text() == "port = 80\n"
+
+
+async def test_prune_removes_created_files_and_restores_adopted_ones(
+    root: Path, state_dir: Path
+) -> None:
+    (root / "motd").write_text("hand-written by the operator\n")
+    os.chmod(root / "motd", 0o600)
+    manifest = build_manifest([file("motd", "motd", "managed\n"), file("new", "new.txt", "new\n")])
+    await converge(manifest, root, state_dir)
+    assert (root / "motd").read_text() == "managed\n"
+
+    record = await converge(build_manifest([]), root, state_dir)
+    assert record.state is RunState.SUCCEEDED
+    assert {r.id: r.phase for r in record.resources} == {"motd": Phase.PRUNED, "new": Phase.PRUNED}
+    assert (root / "motd").read_text() == "hand-written by the operator\n"
+    assert (root / "motd").stat().st_mode & 0o777 == 0o600
+    assert not (root / "new.txt").exists()
+    # Pruned resources are forgotten: a third run has nothing to do.
+    again = await converge(build_manifest([]), root, state_dir)
+    assert again.resources == ()
+
+
+async def test_prune_goes_in_reverse_dependency_order(root: Path, state_dir: Path) -> None:
+    await converge(build_manifest(SITE), root, state_dir)
+    record = await converge(build_manifest([]), root, state_dir)
+    assert [r.id for r in record.resources] == ["link", "conf", "etc"]
+    # etc/app is gone; its parent was created implicitly (like mkdir -p) and is not managed.
+    assert [p.name for p in root.iterdir()] == ["etc"] and list((root / "etc").iterdir()) == []
+
+
+async def test_prune_keeps_a_directory_with_unmanaged_content(root: Path, state_dir: Path) -> None:
+    await converge(build_manifest(SITE), root, state_dir)
+    (root / "etc/app/operator-notes.txt").write_text("mine\n")
+    record = await converge(build_manifest([]), root, state_dir)
+    etc = next(r for r in record.resources if r.id == "etc")
+    assert etc.phase is Phase.PRUNED and "not empty" in etc.reason
+    assert (root / "etc/app/operator-notes.txt").read_text() == "mine\n"
+
+
+async def test_failure_blocks_only_dependents(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    fake.scripts["bad"] = Script(permanent=True)
+    manifest = build_manifest([
+        {"id": "bad", "kind": "Fake", "spec": {"key": "bad", "value": "1"}},
+        {"id": "child", "kind": "Fake", "spec": {"key": "child", "value": "1"}, "depends_on": ["bad"]},
+        {"id": "other", "kind": "Fake", "spec": {"key": "other", "value": "1"}},
+    ], registry=registry)  # fmt: skip
+    record = await converge(manifest, root, state_dir, registry=registry)
+    phases = {r.id: r.phase for r in record.resources}
+    assert phases == {"bad": Phase.FAILED, "child": Phase.BLOCKED, "other": Phase.APPLIED}
+    assert record.state is RunState.FAILED
+    assert fake.data == {"other": "1"}
+    bad = next(r for r in record.resources if r.id == "bad")
+    assert bad.error is not None and bad.error.type == "PermanentError"
+    ready = next(c for c in record.conditions if c.type == "Ready")
+    assert ready.status.value == "False" and "bad" in ready.message
+
+
+async def test_transient_failures_are_retried_from_a_fresh_observation(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    fake.scripts["k"] = Script(transient_failures=2)
+    manifest = build_manifest([{"id": "k", "kind": "Fake", "spec": {"key": "k", "value": "v"}}],
+                              registry=registry)  # fmt: skip
+    record = await converge(manifest, root, state_dir, registry=registry)
+    assert record.state is RunState.SUCCEEDED
+    assert record.resources[0].attempts == 3
+    assert fake.calls.count(("apply", "k")) == 3
+    # initial observe, one per retry, one to verify
+    assert fake.calls.count(("observe", "k")) == 4
+    events = [e["event"] for e in await journal_events(state_dir) if e.get("resource") == "k"]
+    assert events == ["applying", "retrying", "retrying", "applied"]
+
+
+async def test_a_step_that_hangs_times_out(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    fake.scripts["slow"] = Script(hang=5)
+    manifest = build_manifest([{"id": "slow", "kind": "Fake", "spec": {"key": "slow", "value": "v"}}],
+                              registry=registry)  # fmt: skip
+    record = await converge(manifest, root, state_dir, registry=registry, step_timeout=0.05)
+    assert record.resources[0].phase is Phase.FAILED
+    assert "timed out after 0.05 s" in (record.resources[0].error.message or "")  # type: ignore[union-attr]
+
+
+async def test_verification_failure_shows_the_remaining_diff(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    fake.scripts["s"] = Script(sticky=True)
+    manifest = build_manifest([{"id": "s", "kind": "Fake", "spec": {"key": "s", "value": "v"}}],
+                              registry=registry)  # fmt: skip
+    record = await converge(manifest, root, state_dir, registry=registry)
+    status = record.resources[0]
+    assert status.phase is Phase.FAILED
+    assert status.error is not None and "verification failed" in status.error.message
+    assert status.diff == () or status.diff[0].field == "value"
+
+
+async def test_revert_policy_puts_back_what_the_run_changed(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    (root / "a.conf").write_text("original a\n")
+    fake.scripts["boom"] = Script(permanent=True)
+    manifest = build_manifest([
+        file("a", "a.conf", "new a\n"),
+        file("b", "b.conf", "new b\n", depends_on=["a"]),
+        {"id": "boom", "kind": "Fake", "spec": {"key": "boom", "value": "1"}, "depends_on": ["b"]},
+    ], registry=registry)  # fmt: skip
+    record = await converge(manifest, root, state_dir, registry=registry, on_failure="revert")
+    phases = {r.id: r.phase for r in record.resources}
+    assert phases == {"a": Phase.REVERTED, "b": Phase.REVERTED, "boom": Phase.FAILED}
+    assert (root / "a.conf").read_text() == "original a\n"
+    assert not (root / "b.conf").exists()
+    events = [(e["event"], e.get("resource")) for e in await journal_events(state_dir)]
+    reverted = [r for ev, r in events if ev == "reverted"]
+    assert reverted == ["b", "a"]  # newest first
+
+
+async def test_commands_are_refused_before_anything_changes(root: Path, state_dir: Path) -> None:
+    manifest = build_manifest([
+        file("f", "f.txt", "x"),
+        {"id": "cmd", "kind": "Command", "spec": {"argv": ["true"]}},
+    ])  # fmt: skip
+    with pytest.raises(errors.PolicyError, match=r"'cmd'.*--allow-commands"):
+        await converge(manifest, root, state_dir)
+    assert list(root.iterdir()) == []
+
+
+async def test_paths_outside_the_root_are_refused_before_anything_changes(
+    root: Path, state_dir: Path, tmp_path: Path
+) -> None:
+    manifest = build_manifest([file("ok", "ok.txt", "x"), file("evil", str(tmp_path / "evil"), "x")])
+    with pytest.raises(errors.PathEscapeError, match="'evil'"):
+        await converge(manifest, root, state_dir)
+    assert list(root.iterdir()) == [] and not (tmp_path / "evil").exists()
+
+
+async def test_stage_prepares_without_touching_the_live_system(
+    root: Path, state_dir: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"weights" * 1000)
+    import hashlib
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    manifest = build_manifest([{"id": "model", "kind": "Artifact",
+                                "spec": {"path": "models/m.bin", "url": source.as_uri(), "sha256": digest}}])  # fmt: skip
+    staged = await converge(manifest, root, state_dir, goal=StateGoal.STAGE)
+    assert staged.state is RunState.SUCCEEDED
+    assert staged.resources[0].phase is Phase.STAGED and staged.resources[0].flag == "staged"
+    assert list(root.iterdir()) == []
+    assert (state_dir / "cache/sha256" / digest[:2] / digest).is_file()
+
+    source.unlink()  # the network is gone inside the window: apply needs only the cache
+    applied = await converge(manifest, root, state_dir)
+    assert applied.state is RunState.SUCCEEDED
+    assert (root / "models/m.bin").read_bytes() == b"weights" * 1000
+
+
+async def test_interrupted_run_is_recorded_and_the_next_run_resumes_it(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    stop = asyncio.Event()
+    fake.scripts["k0"] = Script(hang=0.05)
+    resources = [{"id": f"k{i}", "kind": "Fake", "spec": {"key": f"k{i}", "value": "v"},
+                  "depends_on": [f"k{i - 1}"] if i else []} for i in range(5)]  # fmt: skip
+    manifest = build_manifest(resources, registry=registry)
+
+    async def press_ctrl_c() -> None:
+        await asyncio.sleep(0.01)
+        stop.set()
+
+    asyncio.get_running_loop().create_task(press_ctrl_c())
+    first = await converge(manifest, root, state_dir, registry=registry, stop=stop)
+    assert first.state is RunState.INTERRUPTED
+    assert fake.data == {"k0": "v"}  # the running step finished; nothing new started
+    assert first.counts == {"applied": 1, "interrupted": 4}
+
+    second = await converge(manifest, root, state_dir, registry=registry)
+    assert second.state is RunState.SUCCEEDED and second.resumes == first.run_id
+    assert fake.calls.count(("apply", "k0")) == 1  # finished work is not redone
+
+
+async def test_a_run_left_running_by_a_dead_process_is_marked_crashed(
+    root: Path, state_dir: Path
+) -> None:
+    manifest = build_manifest(SITE)
+    async with LocalSession(roots=[root], state_dir=state_dir) as session:
+        dead = await Journal(session.store).begin("test", 1, StateGoal.APPLY)
+    record = await converge(manifest, root, state_dir)
+    assert record.resumes == dead.run_id
+    async with LocalSession(state_dir=state_dir, lock=False) as session:
+        runs = {r.run_id: r.state for r in await Journal(session.store).runs("test")}
+    assert runs == {dead.run_id: RunState.CRASHED, record.run_id: RunState.SUCCEEDED}
+
+
+async def test_a_second_run_on_the_same_state_dir_is_refused(root: Path, state_dir: Path) -> None:
+    async with LocalSession(roots=[root], state_dir=state_dir):
+        with pytest.raises(errors.AccordError, match=r"another accord run \(pid \d+\)"):
+            async with LocalSession(roots=[root], state_dir=state_dir):
+                pass
