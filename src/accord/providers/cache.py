@@ -41,7 +41,8 @@ class Cache:
 
     def add_file(self, source: Path) -> str:
         """Copy a file into the cache (hashing as it copies); return its digest."""
-        partial = self.directory / f"incoming.{os.getpid()}.{id(source)}.partial"
+        name = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+        partial = self.directory / f"incoming-{name}.partial"  # fixed per source: no debris
         partial.parent.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()
         with open(source, "rb") as src, open(partial, "wb") as dst:

@@ -27,7 +27,9 @@ def atomic_write(
     target. A crash leaves at worst a ``.accord-*.tmp`` file, which the next write replaces.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".accord-{path.name}.{os.getpid()}.tmp"
+    # A fixed name, not a per-process one: runs on a state dir are serialized, and the next write
+    # of this path reuses (and so removes) a temp file that a killed run left behind.
+    temp = path.parent / f".accord-{path.name}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -88,7 +88,7 @@ def snapshot_type(path: Path) -> str | None:
 def replace_symlink(path: Path, target: str) -> None:
     """Point ``path`` at ``target`` atomically (make the link beside it, rename over)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".accord-{path.name}.{os.getpid()}.lnk"
+    temp = path.parent / f".accord-{path.name}.lnk"  # fixed name: see fsutil.atomic_write
     temp.unlink(missing_ok=True)
     os.symlink(target, temp)
     os.replace(temp, path)
