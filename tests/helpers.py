@@ -25,3 +25,11 @@ def file(rid: str, path: str, content: str, **spec: Any) -> dict[str, Any]:
     deps = spec.pop("depends_on", [])
     return {"id": rid, "kind": "File", "spec": {"path": path, "content": content, **spec},
             "depends_on": deps}  # fmt: skip
+
+
+def fake_resource(
+    key: str, value: str = "v", *, depends_on: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A resource of the fake kind (``accord.testing.fakes``); its id is its key."""
+    return {"id": key, "kind": "Fake", "spec": {"key": key, "value": value},
+            "depends_on": list(depends_on)}  # fmt: skip

@@ -87,7 +87,7 @@ def test_commands_need_allow_commands(tmp_path: Path, root: Path, where: list[st
     manifest.write_text(
         "metadata: {name: cmd}\nresources:\n"
         "  - id: hello\n    kind: Command\n"
-        f"    spec: {{argv: [{sys.executable}, -c, 'open(\"hello\", \"w\").write(\"hi\")'],"
+        f'    spec: {{argv: [{sys.executable}, -c, \'open("hello", "w").write("hi")\'],'
         " creates: hello}\n"
     )
     code, _, err = accord("apply", manifest, *where)

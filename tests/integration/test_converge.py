@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import build_manifest, file
 
 from accord import errors
 from accord.engine.converge import Options
@@ -20,6 +19,7 @@ from accord.model.plan import Action
 from accord.model.status import Phase, RunRecord, RunState
 from accord.providers.registry import Registry
 from accord.testing.fakes import FakeProvider, Script
+from helpers import build_manifest, fake_resource, file
 
 FAST = RetryPolicy(attempts=3, base=0.001, cap=0.002)
 
@@ -64,7 +64,9 @@ SITE = [
 ]  # fmt: skip
 
 
-async def test_apply_converges_and_a_second_apply_changes_nothing(root: Path, state_dir: Path) -> None:
+async def test_apply_converges_and_a_second_apply_changes_nothing(
+    root: Path, state_dir: Path
+) -> None:
     manifest = build_manifest(SITE)
     first = await converge(manifest, root, state_dir)
     assert first.state is RunState.SUCCEEDED and first.changed == 3
@@ -164,11 +166,12 @@ async def test_failure_blocks_only_dependents(
     root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
 ) -> None:
     fake.scripts["bad"] = Script(permanent=True)
-    manifest = build_manifest([
-        {"id": "bad", "kind": "Fake", "spec": {"key": "bad", "value": "1"}},
-        {"id": "child", "kind": "Fake", "spec": {"key": "child", "value": "1"}, "depends_on": ["bad"]},
-        {"id": "other", "kind": "Fake", "spec": {"key": "other", "value": "1"}},
-    ], registry=registry)  # fmt: skip
+    resources = [
+        fake_resource("bad", "1"),
+        fake_resource("child", "1", depends_on=("bad",)),
+        fake_resource("other", "1"),
+    ]
+    manifest = build_manifest(resources, registry=registry)
     record = await converge(manifest, root, state_dir, registry=registry)
     phases = {r.id: r.phase for r in record.resources}
     assert phases == {"bad": Phase.FAILED, "child": Phase.BLOCKED, "other": Phase.APPLIED}
@@ -184,8 +187,7 @@ async def test_transient_failures_are_retried_from_a_fresh_observation(
     root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
 ) -> None:
     fake.scripts["k"] = Script(transient_failures=2)
-    manifest = build_manifest([{"id": "k", "kind": "Fake", "spec": {"key": "k", "value": "v"}}],
-                              registry=registry)  # fmt: skip
+    manifest = build_manifest([fake_resource("k")], registry=registry)
     record = await converge(manifest, root, state_dir, registry=registry)
     assert record.state is RunState.SUCCEEDED
     assert record.resources[0].attempts == 3
@@ -200,8 +202,7 @@ async def test_a_step_that_hangs_times_out(
     root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
 ) -> None:
     fake.scripts["slow"] = Script(hang=5)
-    manifest = build_manifest([{"id": "slow", "kind": "Fake", "spec": {"key": "slow", "value": "v"}}],
-                              registry=registry)  # fmt: skip
+    manifest = build_manifest([fake_resource("slow")], registry=registry)
     record = await converge(manifest, root, state_dir, registry=registry, step_timeout=0.05)
     assert record.resources[0].phase is Phase.FAILED
     assert "timed out after 0.05 s" in (record.resources[0].error.message or "")  # type: ignore[union-attr]
@@ -211,8 +212,7 @@ async def test_verification_failure_shows_the_remaining_diff(
     root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
 ) -> None:
     fake.scripts["s"] = Script(sticky=True)
-    manifest = build_manifest([{"id": "s", "kind": "Fake", "spec": {"key": "s", "value": "v"}}],
-                              registry=registry)  # fmt: skip
+    manifest = build_manifest([fake_resource("s")], registry=registry)
     record = await converge(manifest, root, state_dir, registry=registry)
     status = record.resources[0]
     assert status.phase is Phase.FAILED
@@ -228,7 +228,7 @@ async def test_revert_policy_puts_back_what_the_run_changed(
     manifest = build_manifest([
         file("a", "a.conf", "new a\n"),
         file("b", "b.conf", "new b\n", depends_on=["a"]),
-        {"id": "boom", "kind": "Fake", "spec": {"key": "boom", "value": "1"}, "depends_on": ["b"]},
+        fake_resource("boom", "1", depends_on=("b",)),
     ], registry=registry)  # fmt: skip
     record = await converge(manifest, root, state_dir, registry=registry, on_failure="revert")
     phases = {r.id: r.phase for r in record.resources}
@@ -253,7 +253,9 @@ async def test_commands_are_refused_before_anything_changes(root: Path, state_di
 async def test_paths_outside_the_root_are_refused_before_anything_changes(
     root: Path, state_dir: Path, tmp_path: Path
 ) -> None:
-    manifest = build_manifest([file("ok", "ok.txt", "x"), file("evil", str(tmp_path / "evil"), "x")])
+    manifest = build_manifest(
+        [file("ok", "ok.txt", "x"), file("evil", str(tmp_path / "evil"), "x")]
+    )
     with pytest.raises(errors.PathEscapeError, match="'evil'"):
         await converge(manifest, root, state_dir)
     assert list(root.iterdir()) == [] and not (tmp_path / "evil").exists()
@@ -267,8 +269,8 @@ async def test_stage_prepares_without_touching_the_live_system(
     import hashlib
 
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    manifest = build_manifest([{"id": "model", "kind": "Artifact",
-                                "spec": {"path": "models/m.bin", "url": source.as_uri(), "sha256": digest}}])  # fmt: skip
+    spec = {"path": "models/m.bin", "url": source.as_uri(), "sha256": digest}
+    manifest = build_manifest([{"id": "model", "kind": "Artifact", "spec": spec}])
     staged = await converge(manifest, root, state_dir, goal=StateGoal.STAGE)
     assert staged.state is RunState.SUCCEEDED
     assert staged.resources[0].phase is Phase.STAGED and staged.resources[0].flag == "staged"
@@ -286,8 +288,7 @@ async def test_interrupted_run_is_recorded_and_the_next_run_resumes_it(
 ) -> None:
     stop = asyncio.Event()
     fake.scripts["k0"] = Script(hang=0.05)
-    resources = [{"id": f"k{i}", "kind": "Fake", "spec": {"key": f"k{i}", "value": "v"},
-                  "depends_on": [f"k{i - 1}"] if i else []} for i in range(5)]  # fmt: skip
+    resources = [fake_resource(f"k{i}", depends_on=(f"k{i - 1}",) if i else ()) for i in range(5)]
     manifest = build_manifest(resources, registry=registry)
 
     async def press_ctrl_c() -> None:

@@ -25,7 +25,9 @@ async def test_steps_run_after_their_predecessors() -> None:
 
 async def test_a_step_starts_as_soon_as_its_last_predecessor_finishes() -> None:
     # "slow" holds up only its own dependent; "fast-child" must not wait for it.
-    graph = Graph.compile([("slow", []), ("fast", []), ("fast-child", ["fast"]), ("slow-child", ["slow"])])
+    graph = Graph.compile(
+        [("slow", []), ("fast", []), ("fast-child", ["fast"]), ("slow-child", ["slow"])]
+    )
     release = asyncio.Event()
     order: list[str] = []
 
@@ -43,7 +45,9 @@ async def test_a_step_starts_as_soon_as_its_last_predecessor_finishes() -> None:
 
 
 async def test_failure_blocks_only_dependents() -> None:
-    graph = Graph.compile([("bad", []), ("child", ["bad"]), ("grandchild", ["child"]), ("other", [])])
+    graph = Graph.compile(
+        [("bad", []), ("child", ["bad"]), ("grandchild", ["child"]), ("other", [])]
+    )
     ran: list[str] = []
 
     async def step(i: int) -> bool:

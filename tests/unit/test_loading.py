@@ -6,7 +6,12 @@ from accord import errors
 from accord.model.loading import json_schema, parse_manifest
 from accord.model.specs import CommandSpec, DirectorySpec, FileSpec, SymlinkSpec
 
-KINDS = {"File": FileSpec, "Directory": DirectorySpec, "Symlink": SymlinkSpec, "Command": CommandSpec}
+KINDS = {
+    "File": FileSpec,
+    "Directory": DirectorySpec,
+    "Symlink": SymlinkSpec,
+    "Command": CommandSpec,
+}
 
 GOOD = """\
 api_version: accord/v1

@@ -57,8 +57,8 @@ def plan(plan: Plan, *, show_noop: bool = False) -> None:
         out.print(table)
     counts = plan.counts()
     summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n and a != "noop")
-    out.print(f"{summary or 'nothing to change'}; {counts['noop']} already converged"
-              + (f" (hidden: {hidden}, --all shows them)" if hidden and not show_noop else ""))  # fmt: skip
+    hint = f" (hidden: {hidden}, --all shows them)" if hidden else ""
+    out.print(f"{summary or 'nothing to change'}; {counts['noop']} already converged{hint}")
 
 
 def run(record: RunRecord) -> None:

@@ -1,6 +1,6 @@
 """What accord manages on this machine, per manifest: one key per resource.
 
-``managed/<manifest>/<resource>`` holds the resource's last applied kind, spec and
+``managed.<manifest>.<resource>`` holds the resource's last applied kind, spec and
 dependencies (so a resource that leaves the manifest can still be pruned in dependency order)
 and ``prior``: what was at its place before accord first took it over, restored when it is
 pruned. The record is written *before* the first apply touches anything, so a crash in between
@@ -49,7 +49,7 @@ class Managed:
 class Inventory:
     def __init__(self, store: base.Store, manifest: str) -> None:
         self.store = store
-        self.prefix = f"managed/{base.key_part(manifest)}/"
+        self.prefix = f"managed.{base.key_part(manifest)}."
 
     async def load(self) -> dict[str, Managed]:
         return {

@@ -1,6 +1,6 @@
 """The journal: run records in the KV store, step transitions in the ``journal`` event log.
 
-Keys: ``runs/<manifest>/<run-id>`` holds each run's record, ``status/<manifest>`` the latest
+Keys: ``runs.<manifest>.<run-id>`` holds each run's record, ``status.<manifest>`` the latest
 one. Run ids sort by start time. Each step transition is one append (one commit on SQLite):
 it is durable when the call returns, so a ``kill -9`` loses at most the transition in flight.
 
@@ -69,15 +69,15 @@ class Journal:
         await self.event(run.run_id, "run_finished", state=state.value, counts=run.counts)
 
     async def latest(self, manifest: str) -> RunRecord | None:
-        entry = await self.store.get(f"status/{base.key_part(manifest)}")
+        entry = await self.store.get(f"status.{base.key_part(manifest)}")
         return RunRecord.model_validate_json(entry.value) if entry else None
 
     async def statuses(self) -> list[RunRecord]:
         """The latest run of every manifest."""
-        return [RunRecord.model_validate_json(e.value) for e in await self.store.list("status/")]
+        return [RunRecord.model_validate_json(e.value) for e in await self.store.list("status.")]
 
     async def runs(self, manifest: str | None = None) -> list[RunRecord]:
-        prefix = f"runs/{base.key_part(manifest)}/" if manifest else "runs/"
+        prefix = f"runs.{base.key_part(manifest)}." if manifest else "runs."
         records = [RunRecord.model_validate_json(e.value) for e in await self.store.list(prefix)]
         return sorted(records, key=lambda r: r.run_id)
 
@@ -93,5 +93,5 @@ class Journal:
     async def _save(self, run: RunRecord) -> None:
         data = run.model_dump_json(exclude_defaults=True).encode()
         manifest = base.key_part(run.manifest)
-        await self.store.put(f"runs/{manifest}/{run.run_id}", data)
-        await self.store.put(f"status/{manifest}", data)
+        await self.store.put(f"runs.{manifest}.{run.run_id}", data)
+        await self.store.put(f"status.{manifest}", data)

@@ -28,6 +28,7 @@ permanent.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,17 +66,8 @@ class Context:
     output: Callable[[str], None] | None = None  # receives captured command output
 
     def bind(self, resource_id: str, **changes: Any) -> Context:
-        """A copy of this context for one resource."""
-        return Context(
-            roots=self.roots,
-            state_dir=self.state_dir,
-            cache=self.cache,
-            base_dir=self.base_dir,
-            allow_commands=self.allow_commands,
-            resource_id=resource_id,
-            progress=changes.get("progress", self.progress),
-            output=changes.get("output", self.output),
-        )
+        """A copy of this context for one resource, with any other fields changed."""
+        return dataclasses.replace(self, resource_id=resource_id, **changes)
 
 
 class Provider(Generic[S, O]):

@@ -24,7 +24,7 @@ class DirectoryProvider(Provider[DirectorySpec, FileState]):
         path = ctx.roots.resolve(spec.path, resource=ctx.resource_id)
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a parent should be
             return None
         if not stat.S_ISDIR(st.st_mode):
             return FileState(type=priors.snapshot_type(path) or "other")
@@ -73,4 +73,5 @@ class DirectoryProvider(Provider[DirectorySpec, FileState]):
     async def delete(self, ctx: Context, spec: DirectorySpec, prior: Memo | None) -> str:
         """Remove the directory only if empty: unmanaged files inside are never deleted."""
         path = ctx.roots.resolve(spec.path, resource=ctx.resource_id)
+        ctx.roots.recheck(path, resource=ctx.resource_id)
         return priors.restore(ctx, path, prior)

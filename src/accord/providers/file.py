@@ -57,7 +57,7 @@ class FileLikeProvider(Provider[Spec, FileState]):
         path = ctx.roots.resolve(want.path, resource=ctx.resource_id)
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a parent should be
             return None
         if not stat.S_ISREG(st.st_mode):
             return FileState(type=priors.snapshot_type(path) or "other")
@@ -122,17 +122,19 @@ class FileLikeProvider(Provider[Spec, FileState]):
             raise fsutil.os_error(exc, "write", path) from exc
 
     def _write(self, ctx: Context, path: Path, want: Want, current: FileState | None) -> None:
-        keep = current is not None and current.type == "file"
-        mode = want.mode if want.mode is not None else (current.mode if current and keep else None)
-        uid = fsutil.uid_of(want.owner) if want.owner is not None else -1
-        gid = fsutil.gid_of(want.group) if want.group is not None else -1
+        # What the spec leaves unmanaged keeps its current value: a rewrite replaces the inode,
+        # so mode and owner must be carried over explicitly.
+        kept = current if current is not None and current.type == "file" else None
+        mode = want.mode if want.mode is not None else (kept.mode if kept else DEFAULT_MODE)
+        uid = fsutil.uid_of(want.owner) if want.owner is not None else (kept.uid if kept else -1)
+        gid = fsutil.gid_of(want.group) if want.group is not None else (kept.gid if kept else -1)
         if want.data is not None:
-            fsutil.atomic_write(path, want.data, mode=mode or DEFAULT_MODE, uid=uid, gid=gid)
+            fsutil.atomic_write(path, want.data, mode=mode, uid=uid, gid=gid)
             return
         cached = ctx.cache.path(want.sha256)
         if not cached.is_file():
             raise errors.PermanentError(f"{want.url} is not staged (sha256 {want.sha256[:12]})")
-        fsutil.atomic_write(path, copy_from=cached, mode=mode or DEFAULT_MODE, uid=uid, gid=gid)
+        fsutil.atomic_write(path, copy_from=cached, mode=mode, uid=uid, gid=gid)
 
     async def snapshot(self, ctx: Context, spec: Spec, current: FileState | None) -> Memo | None:
         path = ctx.roots.resolve(self.want(spec).path, resource=ctx.resource_id)
@@ -140,6 +142,7 @@ class FileLikeProvider(Provider[Spec, FileState]):
 
     async def delete(self, ctx: Context, spec: Spec, prior: Memo | None) -> str:
         path = ctx.roots.resolve(self.want(spec).path, resource=ctx.resource_id)
+        ctx.roots.recheck(path, resource=ctx.resource_id)
         return priors.restore(ctx, path, prior)
 
 

@@ -64,6 +64,8 @@ def uid_of(owner: str | int) -> int:
     try:
         return pwd.getpwnam(owner).pw_uid
     except KeyError:
+        if owner.isdigit():  # like chown: a name first, then a numeric id
+            return int(owner)
         raise errors.PermanentError(f"unknown user {owner!r}") from None
 
 
@@ -74,6 +76,8 @@ def gid_of(group: str | int) -> int:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
+        if group.isdigit():
+            return int(group)
         raise errors.PermanentError(f"unknown group {group!r}") from None
 
 

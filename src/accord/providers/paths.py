@@ -23,6 +23,12 @@ class Roots:
         if not roots:
             raise errors.InputError("at least one root is required")
         self.roots: tuple[str, ...] = tuple(os.path.realpath(r) for r in roots)
+        # The spelling the user gave (it may go through a symlink) → the real root.
+        self._spellings = {
+            os.path.normpath(os.path.abspath(given)): real
+            for given, real in zip(roots, self.roots, strict=True)
+            if os.path.normpath(os.path.abspath(given)) != real
+        }
         self._parents: dict[str, str] = {}
 
     @property
@@ -34,12 +40,14 @@ class Roots:
         where = f"resource {resource!r}: " if resource else ""
         if ".." in Path(path).parts:
             raise errors.PathEscapeError(f"{where}path {path!r} contains '..'")
-        full = os.path.normpath(os.path.join(self.roots[0], path))
+        full = self._respell(os.path.normpath(os.path.join(self.roots[0], path)))
         root = self._root_of(full)
         if root is None:
             raise errors.PathEscapeError(
                 f"{where}path {path!r} is outside the roots {', '.join(self.roots)}"
             )
+        if full == root:
+            return Path(full)  # a root is real by construction
         parent = os.path.dirname(full)
         real = self._parents.get(parent)
         if real is None:
@@ -57,7 +65,13 @@ class Roots:
 
     def contains(self, path: str) -> bool:
         """Whether an absolute path lies lexically inside a root."""
-        return self._root_of(os.path.normpath(path)) is not None
+        return self._root_of(self._respell(os.path.normpath(path))) is not None
+
+    def _respell(self, full: str) -> str:
+        for given, real in self._spellings.items():
+            if _inside(full, given):
+                return real + full[len(given) :]
+        return full
 
     def _root_of(self, full: str) -> str | None:
         for root in self.roots:

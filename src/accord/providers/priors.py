@@ -20,7 +20,7 @@ def snapshot(ctx: Context, path: Path) -> Memo | None:
     """A memo of what is at ``path`` now; ``None`` if nothing is."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     owner = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
     if stat.S_ISLNK(st.st_mode):
@@ -34,6 +34,13 @@ def snapshot(ctx: Context, path: Path) -> Memo | None:
 
 def restore(ctx: Context, path: Path, prior: Memo | None) -> str:
     """Put ``prior`` back at ``path`` (or remove what is there if ``prior`` is None)."""
+    try:
+        return _restore(ctx, path, prior)
+    except OSError as exc:
+        raise fsutil.os_error(exc, "restore", path) from exc
+
+
+def _restore(ctx: Context, path: Path, prior: Memo | None) -> str:
     current = snapshot_type(path)
     if prior is None:
         if current is None:
@@ -58,6 +65,13 @@ def restore(ctx: Context, path: Path, prior: Memo | None) -> str:
         )
         return "restored prior content"
     if kind == "symlink":
+        if current == "directory":
+            try:
+                path.rmdir()  # what accord made in the link's place; never unmanaged content
+            except OSError:
+                raise errors.PermanentError(
+                    f"{path}: a non-empty directory is in the way of the prior link"
+                ) from None
         replace_symlink(path, prior["target"])
         return f"restored link to {prior['target']}"
     if kind == "directory":
@@ -74,7 +88,7 @@ def restore(ctx: Context, path: Path, prior: Memo | None) -> str:
 def snapshot_type(path: Path) -> str | None:
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if stat.S_ISLNK(mode):
         return "symlink"

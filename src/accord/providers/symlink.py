@@ -29,7 +29,7 @@ class SymlinkProvider(Provider[SymlinkSpec, LinkState]):
         self._check_target(ctx, spec)
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a parent should be
             return None
         if stat.S_ISLNK(st.st_mode):
             return LinkState(type="symlink", target=os.readlink(path))
@@ -57,6 +57,8 @@ class SymlinkProvider(Provider[SymlinkSpec, LinkState]):
         ctx.roots.recheck(path, resource=ctx.resource_id)
         if current is not None and current.type == "directory":
             raise errors.PermanentError(f"{path} is a directory; refusing to replace it")
+        if current == LinkState(type="symlink", target=spec.target):
+            return
         try:
             priors.replace_symlink(path, spec.target)
         except OSError as exc:
@@ -68,7 +70,9 @@ class SymlinkProvider(Provider[SymlinkSpec, LinkState]):
         return priors.snapshot(ctx, ctx.roots.resolve(spec.path, resource=ctx.resource_id))
 
     async def delete(self, ctx: Context, spec: SymlinkSpec, prior: Memo | None) -> str:
-        return priors.restore(ctx, ctx.roots.resolve(spec.path, resource=ctx.resource_id), prior)
+        path = ctx.roots.resolve(spec.path, resource=ctx.resource_id)
+        ctx.roots.recheck(path, resource=ctx.resource_id)
+        return priors.restore(ctx, path, prior)
 
     def _check_target(self, ctx: Context, spec: SymlinkSpec) -> None:
         """A link may not point out of the roots, or it becomes a way to write outside them."""

@@ -5,6 +5,9 @@ promise the same things:
 
 KV
     * Keys match ``[-/_=.a-zA-Z0-9]+`` (NATS' key charset) and do not start or end with ``.``.
+      ``.`` separates levels (``runs.<manifest>.<run>``), as NATS subjects do, so that a prefix
+      that ends in ``.`` maps onto a subject wildcard and onto per-node permissions.
+      ``key_part`` encodes arbitrary text (ids, MAC addresses) as one level.
       Values are bytes, at most 1 MiB (larger things belong in the blob store).
     * Every write gets a revision from one counter shared by the whole store, strictly
       increasing (like a JetStream bucket, not per key).
@@ -122,7 +125,7 @@ class Store(Protocol):
 
 def check_key(key: str) -> None:
     """Raise ``InputError`` unless ``key`` is a valid store key."""
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):
         raise errors.InputError(
             f"invalid store key {key!r}: use [-/_=.a-zA-Z0-9], no leading/trailing '.'"
         )
@@ -139,7 +142,7 @@ def check_value(key: str, value: bytes) -> None:
 
 def check_stream(stream: str) -> None:
     """Raise ``InputError`` unless ``stream`` is a valid stream name."""
-    if not STREAM_PATTERN.match(stream):
+    if not STREAM_PATTERN.fullmatch(stream):
         raise errors.InputError(f"invalid stream name {stream!r}: use [a-z0-9_-]")
 
 

@@ -52,7 +52,9 @@ class FakeProvider(Provider[FakeSpec, str]):
             return Change(action=Action.CREATE, reason=f"{spec.key} is absent")
         if current != spec.value:
             field_change = FieldChange(field="value", current=current, desired=spec.value)
-            return Change(action=Action.UPDATE, reason=f"{spec.key} differs", fields=(field_change,))
+            return Change(
+                action=Action.UPDATE, reason=f"{spec.key} differs", fields=(field_change,)
+            )
         return Change.noop(f"{spec.key} = {spec.value!r}")
 
     async def apply(self, ctx: Context, spec: FakeSpec, current: str | None) -> None:
