@@ -1,0 +1,28 @@
+import subprocess
+import sys
+
+import accord
+
+PINNED = [
+    "AccordError", "Action", "ArtifactSpec", "Change", "CommandSpec", "Condition", "Context",
+    "Converge", "DirectorySpec", "FileSpec", "InputError", "LocalSession", "Manifest",
+    "ManifestError", "Metadata", "Options", "PermanentError", "Phase", "Plan", "Provider",
+    "Registry", "Resource", "ResourceStatus", "RetryPolicy", "Roots", "RunRecord", "RunState",
+    "Spec", "StateFlag", "StateGoal", "Store", "SymlinkSpec", "TransientError", "load_manifest",
+    "open_store", "parse_manifest",
+]  # fmt: skip
+
+
+def test_public_api_is_pinned() -> None:
+    assert accord.__all__ == sorted(PINNED)
+
+
+def test_every_public_name_resolves() -> None:
+    for name in accord.__all__:
+        assert getattr(accord, name) is not None, name
+
+
+def test_importing_accord_imports_nothing_heavy() -> None:
+    code = "import sys, accord; print(sorted(m for m in ('pydantic', 'httpx', 'sqlite3') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
