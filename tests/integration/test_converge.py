@@ -324,3 +324,17 @@ async def test_a_second_run_on_the_same_state_dir_is_refused(root: Path, state_d
         with pytest.raises(errors.AccordError, match=r"another accord run \(pid \d+\)"):
             async with LocalSession(roots=[root], state_dir=state_dir):
                 pass
+
+
+async def test_adopting_a_converged_path_copies_nothing_and_pruning_leaves_it(
+    root: Path, state_dir: Path
+) -> None:
+    (root / "model.bin").write_bytes(b"big model" * 1000)
+    manifest = build_manifest([file("model", "model.bin", "big model" * 1000)])
+    record = await converge(manifest, root, state_dir)
+    assert record.changed == 0
+    assert not (state_dir / "cache").exists()  # no snapshot copy of what was already right
+
+    pruned = await converge(build_manifest([]), root, state_dir)
+    assert pruned.resources[0].phase is Phase.PRUNED and "kept" in pruned.resources[0].reason
+    assert (root / "model.bin").read_bytes() == b"big model" * 1000

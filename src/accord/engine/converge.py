@@ -43,6 +43,7 @@ from accord.store.base import Store
 
 T = TypeVar("T")
 MAX_REPORTED = 1000  # resource statuses kept in a run record beyond the counts
+KEEP: Memo = {"keep": True}  # the prior of a resource that was already converged when adopted
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +283,9 @@ class Converge:
             slot.was_managed = known is not None
             if not current_record(i):
                 prior = known.prior if known else None
-                if known is None and slot.provider.reversible:
+                if known is None and slot.change is not None and slot.change.is_noop:
+                    prior = KEEP  # already as desired when adopted: pruning leaves it as it is
+                elif known is None and slot.provider.reversible:
                     prior = await slot.provider.snapshot(slot.ctx, spec, slot.current)
                 record = Managed(rid, slot.resource.kind, specs[i], slot.resource.depends_on, prior)
                 await inventory.save(record)  # before apply touches anything: keeps the prior
@@ -350,7 +353,7 @@ class Converge:
         finally:
             if outputs:
                 slot.status.output = "\n".join(outputs)
-        if slot.resource.kind != "Command":  # a command's effect is its guard, not a state
+        if slot.provider.verifiable:
             after = await slot.provider.observe(slot.ctx, spec)
             verdict = slot.provider.diff(spec, after)
             if not verdict.is_noop:
@@ -395,11 +398,13 @@ class Converge:
             record = gone[i]
             status = ResourceStatus(id=record.id, kind=record.kind, action=Action.DELETE)
             try:
-                provider = self.registry.get(record.kind)
-                spec = provider.spec_model.model_validate(record.spec)
-                note = await self._timed(
-                    provider.delete(self.context.bind(record.id), spec, record.prior)
-                )
+                if record.prior == KEEP:
+                    note = "kept: it was already so when accord adopted it"
+                else:
+                    provider = self.registry.get(record.kind)
+                    spec = provider.spec_model.model_validate(record.spec)
+                    ctx = self.context.bind(record.id)
+                    note = await self._timed(provider.delete(ctx, spec, record.prior))
                 await inventory.remove(record.id)
                 status.phase, status.reason = Phase.PRUNED, note or "deleted"
                 await self.journal.event(run.run_id, "pruned", resource=record.id, note=note)

@@ -77,6 +77,7 @@ class Provider(Generic[S, O]):
     spec_model: ClassVar[type[Spec]]
     stages: ClassVar[bool] = False
     reversible: ClassVar[bool] = True  # can delete()/snapshot() put things back?
+    verifiable: ClassVar[bool] = True  # does observing after apply show the goal was reached?
 
     async def observe(self, ctx: Context, spec: S) -> O | None:
         raise NotImplementedError

@@ -55,6 +55,7 @@ class CommandProvider(Provider[CommandSpec, CommandState]):
     kind: ClassVar[str] = "Command"
     spec_model: ClassVar[type[Spec]] = CommandSpec
     reversible: ClassVar[bool] = False
+    verifiable: ClassVar[bool] = False  # a command's effect is its guard, not a state
 
     async def observe(self, ctx: Context, spec: CommandSpec) -> CommandState:
         _require_allowed(ctx)
