@@ -65,7 +65,44 @@ _EXPORTS = {
     "TransientError": "accord.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AccordError",
+    "Action",
+    "ArtifactSpec",
+    "Change",
+    "CommandSpec",
+    "Condition",
+    "Context",
+    "Converge",
+    "DirectorySpec",
+    "FileSpec",
+    "InputError",
+    "LocalSession",
+    "Manifest",
+    "ManifestError",
+    "Metadata",
+    "Options",
+    "PermanentError",
+    "Phase",
+    "Plan",
+    "Provider",
+    "Registry",
+    "Resource",
+    "ResourceStatus",
+    "RetryPolicy",
+    "Roots",
+    "RunRecord",
+    "RunState",
+    "Spec",
+    "StateFlag",
+    "StateGoal",
+    "Store",
+    "SymlinkSpec",
+    "TransientError",
+    "load_manifest",
+    "open_store",
+    "parse_manifest",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ PINNED = [
 
 def test_public_api_is_pinned() -> None:
     assert accord.__all__ == sorted(PINNED)
+    assert sorted(accord._EXPORTS) == accord.__all__  # every export is listed, and only those
 
 
 def test_every_public_name_resolves() -> None:

@@ -27,7 +27,7 @@ from accord.engine.journal import Journal
 from accord.engine.report import NullReporter, Reporter
 from accord.engine.retry import RetryPolicy, retrying
 from accord.model.manifest import Manifest, Resource, StateFlag, StateGoal
-from accord.model.plan import Action, Change, Plan, PlannedStep
+from accord.model.plan import Action, Change, FieldChange, Plan, PlannedStep
 from accord.model.status import (
     Condition,
     ConditionStatus,
@@ -58,24 +58,40 @@ class Options:
 
 @dataclass(slots=True)
 class Slot:
-    """One resource's working state during a run."""
+    """One resource's working state during a run; a ``ResourceStatus`` is built only to report."""
 
     resource: Resource
     provider: AnyProvider
     ctx: Context
     current: Any = None
     change: Change | None = None
-    status: ResourceStatus = field(init=False)
+    phase: Phase = Phase.PENDING
+    flag: StateFlag | None = None
+    attempts: int = 0
+    duration_s: float = 0.0
+    error: ErrorRecord | None = None
+    diff: tuple[FieldChange, ...] = ()  # what verification still found different
+    output: str | None = None
     before: Memo | None = None  # pre-apply snapshot for the revert policy
     reverted_record: Managed | None = None  # inventory record to restore on revert
     was_managed: bool = False
+    note: str = ""  # overrides the change's reason (blocked, reverted, …)
 
-    def __post_init__(self) -> None:
-        self.status = ResourceStatus.model_construct(
-            id=self.resource.id, kind=self.resource.kind, phase=Phase.PENDING, flag=None,
-            action=Action.NOOP, reason="", attempts=0, duration_s=0.0, error=None, diff=(),
-            output=None,
-        )  # fmt: skip
+    def to_status(self) -> ResourceStatus:
+        change = self.change
+        return ResourceStatus(
+            id=self.resource.id,
+            kind=self.resource.kind,
+            phase=self.phase,
+            flag=self.flag,
+            action=change.action if change else Action.NOOP,
+            reason=self.note or (change.reason if change else ""),
+            attempts=self.attempts,
+            duration_s=round(self.duration_s, 6),
+            error=self.error,
+            diff=self.diff,
+            output=self.output,
+        )
 
 
 class Converge:
@@ -133,11 +149,7 @@ class Converge:
                 and not change.is_noop
                 and not await slot.provider.staged(slot.ctx, slot.resource.spec)
             )
-            steps.append(
-                PlannedStep.model_construct(
-                    id=slot.resource.id, kind=slot.resource.kind, change=change, stage=needs_stage
-                )
-            )
+            steps.append(PlannedStep.of(slot.resource.id, slot.resource.kind, change, needs_stage))
         ids = {r.id for r in manifest.resources}
         prune = tuple(
             PlannedStep(
@@ -187,7 +199,7 @@ class Converge:
             if self.options.goal is StateGoal.APPLY:
                 inventory = Inventory(self.store, meta.name)
                 await self._apply(run, graph, slots, managed, inventory)
-                failed = any(s.status.phase is Phase.FAILED for s in slots)
+                failed = any(s.phase is Phase.FAILED for s in slots)
                 if failed and self.options.on_failure == "revert":
                     await self._revert(run, slots, inventory)
                 if plan.prune and not self.stop.is_set():
@@ -198,7 +210,7 @@ class Converge:
         state = RunState.SUCCEEDED
         if self.stop.is_set():
             state = RunState.INTERRUPTED
-        elif any(s.status.phase in (Phase.FAILED, Phase.BLOCKED) for s in slots):
+        elif any(s.phase in (Phase.FAILED, Phase.BLOCKED) for s in slots):
             state = RunState.FAILED
         await self.journal.finish(self._record(run, slots, plan), state)
         return plan, run
@@ -222,31 +234,28 @@ class Converge:
                     self.options.retry,
                     on_retry=lambda n, exc, pause: self._note_retry(run, slot, "stage", exc, pause),
                 )
-                slot.status.attempts = attempts
-                slot.status.flag = StateFlag.STAGED
-                slot.status.phase = Phase.STAGED
+                slot.attempts = attempts
+                slot.flag = StateFlag.STAGED
+                slot.phase = Phase.STAGED
                 await self.journal.event(run.run_id, "staged", resource=slot.resource.id)
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
                 self._fail(slot, exc)
                 await self.journal.event(
                     run.run_id, "failed", resource=slot.resource.id, during="stage",
-                    error=slot.status.error.model_dump() if slot.status.error else None,
+                    error=slot.error.model_dump() if slot.error else None,
                 )  # fmt: skip
-            slot.status.duration_s += time.monotonic() - started
-            self.reporter.step("stage", slot.status)
+            slot.duration_s += time.monotonic() - started
+            self.reporter.step("stage", slot.to_status())
 
         await _bounded(stage, todo, self.options.concurrency)
         for slot in slots:
-            if slot.change is not None:
-                slot.status.action = slot.change.action
-                slot.status.reason = slot.change.reason
-            if slot.status.phase is Phase.PENDING and slot.change is not None:
+            if slot.phase is Phase.PENDING and slot.change is not None:
                 if slot.change.is_noop:
-                    slot.status.flag = StateFlag.APPLIED
-                    slot.status.phase = Phase.APPLIED
+                    slot.flag = StateFlag.APPLIED
+                    slot.phase = Phase.APPLIED
                 else:
-                    slot.status.flag = StateFlag.STAGED
-                    slot.status.phase = Phase.STAGED
+                    slot.flag = StateFlag.STAGED
+                    slot.phase = Phase.STAGED
 
     async def _apply(
         self,
@@ -269,14 +278,14 @@ class Converge:
 
         def instant(i: int) -> bool:
             slot = slots[i]
-            return slot.status.phase is Phase.APPLIED and current_record(i)
+            return slot.phase is Phase.APPLIED and current_record(i)
 
-        self.reporter.phase("apply", sum(1 for s in slots if s.status.phase is not Phase.APPLIED))
+        self.reporter.phase("apply", sum(1 for s in slots if s.phase is not Phase.APPLIED))
 
         async def step(i: int) -> bool:
             slot = slots[i]
             rid = slot.resource.id
-            if slot.status.phase is Phase.FAILED:
+            if slot.phase is Phase.FAILED:
                 return False
             spec = slot.resource.spec
             known = managed.get(rid)
@@ -299,23 +308,23 @@ class Converge:
                 if revert and slot.provider.reversible:
                     slot.before = await slot.provider.snapshot(slot.ctx, spec, slot.current)
                 attempts = await self._converge_one(run, slot)
-                slot.status.attempts = attempts
-                slot.status.phase = Phase.APPLIED
-                slot.status.flag = StateFlag.APPLIED
+                slot.attempts = attempts
+                slot.phase = Phase.APPLIED
+                slot.flag = StateFlag.APPLIED
                 await self.journal.event(run.run_id, "applied", resource=rid, attempts=attempts,
-                                         output=slot.status.output)  # fmt: skip
+                                         output=slot.output)  # fmt: skip
                 ok = True
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
                 self._fail(slot, exc)
                 await self.journal.event(
                     run.run_id, "failed", resource=rid, during="apply",
-                    error=slot.status.error.model_dump() if slot.status.error else None,
-                    diff=[f.model_dump(mode="json") for f in slot.status.diff] or None,
-                    output=slot.status.output,
+                    error=slot.error.model_dump() if slot.error else None,
+                    diff=[f.model_dump(mode="json") for f in slot.diff] or None,
+                    output=slot.output,
                 )  # fmt: skip
                 ok = False
-            slot.status.duration_s += time.monotonic() - started
-            self.reporter.step("apply", slot.status)
+            slot.duration_s += time.monotonic() - started
+            self.reporter.step("apply", slot.to_status())
             return ok
 
         outcomes = await executor.execute(
@@ -323,10 +332,10 @@ class Converge:
         )
         for slot, outcome in zip(slots, outcomes, strict=True):
             if outcome is executor.Outcome.BLOCKED:
-                slot.status.phase = Phase.BLOCKED
-                slot.status.reason = "a dependency failed"
-            elif outcome is executor.Outcome.INTERRUPTED and slot.status.phase is not Phase.APPLIED:
-                slot.status.phase = Phase.INTERRUPTED
+                slot.phase = Phase.BLOCKED
+                slot.note = "a dependency failed"
+            elif outcome is executor.Outcome.INTERRUPTED and slot.phase is not Phase.APPLIED:
+                slot.phase = Phase.INTERRUPTED
 
     async def _converge_one(self, run: RunRecord, slot: Slot) -> int:
         """Apply, retrying transient failures from a fresh observation; then verify."""
@@ -352,36 +361,32 @@ class Converge:
             )
         finally:
             if outputs:
-                slot.status.output = "\n".join(outputs)
+                slot.output = "\n".join(outputs)
         if slot.provider.verifiable:
             after = await slot.provider.observe(slot.ctx, spec)
             verdict = slot.provider.diff(spec, after)
             if not verdict.is_noop:
-                slot.status.diff = verdict.fields
+                slot.diff = verdict.fields
                 raise errors.PermanentError(f"verification failed: {verdict.describe()}")
             slot.current = after
         return attempts
 
     async def _revert(self, run: RunRecord, slots: list[Slot], inventory: Inventory) -> None:
         """Put back, newest first, what this run applied: the revert policy."""
-        done = [
-            s
-            for s in slots
-            if s.status.phase is Phase.APPLIED and s.change and not s.change.is_noop
-        ]
+        done = [s for s in slots if s.phase is Phase.APPLIED and s.change and not s.change.is_noop]
         self.reporter.phase("revert", len(done))
         for slot in reversed(done):
             if not slot.provider.reversible:
                 continue
             note = await slot.provider.delete(slot.ctx, slot.resource.spec, slot.before)
-            slot.status.phase = Phase.REVERTED
-            slot.status.reason = f"reverted: {note}"
+            slot.phase = Phase.REVERTED
+            slot.note = f"reverted: {note}"
             if slot.was_managed and slot.reverted_record is not None:
                 await inventory.save(slot.reverted_record)
             elif not slot.was_managed:
                 await inventory.remove(slot.resource.id)
             await self.journal.event(run.run_id, "reverted", resource=slot.resource.id, note=note)
-            self.reporter.step("revert", slot.status)
+            self.reporter.step("revert", slot.to_status())
 
     async def _prune(
         self, run: RunRecord, plan: Plan, managed: dict[str, Managed], inventory: Inventory
@@ -404,9 +409,10 @@ class Converge:
                     provider = self.registry.get(record.kind)
                     spec = provider.spec_model.model_validate(record.spec)
                     ctx = self.context.bind(record.id)
-                    note = await self._timed(provider.delete(ctx, spec, record.prior))
+                    said = await self._timed(provider.delete(ctx, spec, record.prior))
+                    note = said or "deleted"
                 await inventory.remove(record.id)
-                status.phase, status.reason = Phase.PRUNED, note or "deleted"
+                status.phase, status.reason = Phase.PRUNED, note
                 await self.journal.event(run.run_id, "pruned", resource=record.id, note=note)
                 ok = True
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
@@ -440,27 +446,30 @@ class Converge:
                                  error=str(exc), pause=round(pause, 3))  # fmt: skip
 
     def _fail(self, slot: Slot, exc: BaseException) -> None:
-        slot.status.phase = Phase.FAILED
-        slot.status.error = _error_record(exc)
-        if slot.change is not None:
-            slot.status.action = slot.change.action
+        slot.phase = Phase.FAILED
+        slot.error = _error_record(exc)
 
     def _record(self, run: RunRecord, slots: list[Slot], plan: Plan) -> RunRecord:
         """Fill the run record: counts of every phase, details of what is not plainly done."""
-        statuses = [s.status for s in slots] + self.pruned
         counts: dict[str, int] = {}
-        for status in statuses:
-            counts[status.phase.value] = counts.get(status.phase.value, 0) + 1
-        changed = {s.id for s in plan.changes}
-        notable = [s for s in statuses if s.phase is not Phase.APPLIED or s.id in changed]
+        for phase in [s.phase for s in slots] + [p.phase for p in self.pruned]:
+            counts[phase.value] = counts.get(phase.value, 0) + 1
+        changed = [s for s in slots if s.change is not None and not s.change.is_noop]
+        notable = [
+            s.to_status()
+            for s in slots
+            if s.phase is not Phase.APPLIED or s.change is None or not s.change.is_noop
+        ]
+        notable += self.pruned
         run.counts = counts
-        run.changed = sum(1 for s in statuses if s.id in changed and s.phase is Phase.APPLIED)
+        run.changed = sum(1 for s in changed if s.phase is Phase.APPLIED)
         run.resources = tuple(notable[:MAX_REPORTED])
-        run.conditions = _conditions(run, statuses)
+        run.conditions = _conditions(run, notable)
         return run
 
 
 def _conditions(run: RunRecord, statuses: list[ResourceStatus]) -> tuple[Condition, ...]:
+    """Conditions from the notable statuses; every other resource is plainly converged."""
     generation = run.generation
     bad = [s.id for s in statuses if s.phase in (Phase.FAILED, Phase.BLOCKED)]
     pending = [s.id for s in statuses if s.phase in (Phase.PENDING, Phase.INTERRUPTED)]

@@ -66,8 +66,9 @@ def parse_manifest(text: str, *, source: str, kinds: Mapping[str, type[Spec]]) -
     try:
         manifest = manifest_model(kinds).model_validate(data)
     except ValidationError as exc:
+        locate = _Locator(text)
         raise errors.ManifestError(
-            source, [_describe(err, data, text, source, kinds) for err in exc.errors()]
+            source, [_describe(err, data, locate, source, kinds) for err in exc.errors()]
         ) from None
     problems = _check_references(manifest, text, source)
     if problems:
@@ -90,28 +91,33 @@ def _parse(text: str, source: str) -> Any:
 
 
 def _check_references(manifest: Manifest, text: str, source: str) -> list[str]:
+    """Unique ids and known dependencies. Lines are looked up only for what is wrong."""
+    ids = {r.id for r in manifest.resources}
+    if len(ids) == len(manifest.resources) and all(
+        dep in ids and dep != r.id for r in manifest.resources for dep in r.depends_on
+    ):
+        return []
+    locate = _Locator(text)
     problems: list[str] = []
     seen: set[str] = set()
     for index, resource in enumerate(manifest.resources):
-        where = f"{source}:{_line(text, ('resources', index))}: resource {resource.id!r}"
         if resource.id in seen:
-            problems.append(f"{where}: duplicate id")
+            line = locate(("resources", index))
+            problems.append(f"{source}:{line}: resource {resource.id!r}: duplicate id")
         seen.add(resource.id)
-    ids = {r.id for r in manifest.resources}
-    for index, resource in enumerate(manifest.resources):
         for position, dep in enumerate(resource.depends_on):
-            if dep not in ids:
-                line = _line(text, ("resources", index, "depends_on", position))
-                problems.append(
-                    f"{source}:{line}: resource {resource.id!r}: depends_on: unknown id {dep!r}"
+            if dep not in ids or dep == resource.id:
+                line = locate(("resources", index, "depends_on", position))
+                what = (
+                    "depends on itself" if dep == resource.id else f"depends_on: unknown id {dep!r}"
                 )
-            elif dep == resource.id:
-                line = _line(text, ("resources", index, "depends_on", position))
-                problems.append(f"{source}:{line}: resource {resource.id!r}: depends on itself")
+                problems.append(f"{source}:{line}: resource {resource.id!r}: {what}")
     return problems
 
 
-def _describe(err: Any, data: Any, text: str, source: str, kinds: Mapping[str, type[Spec]]) -> str:
+def _describe(
+    err: Any, data: Any, locate: _Locator, source: str, kinds: Mapping[str, type[Spec]]
+) -> str:
     loc: tuple[Any, ...] = tuple(err["loc"])
     message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "union_tag_invalid":
@@ -135,7 +141,7 @@ def _describe(err: Any, data: Any, text: str, source: str, kinds: Mapping[str, t
         field = ".".join(str(part) for part in loc[2:])
     else:
         field = ".".join(str(part) for part in loc)
-    return f"{source}:{_line(text, loc)}: {subject}{field or 'manifest'}: {message}"
+    return f"{source}:{locate(loc)}: {subject}{field or 'manifest'}: {message}"
 
 
 def _index(data: Any, path: Sequence[Any]) -> Any:
@@ -147,21 +153,30 @@ def _index(data: Any, path: Sequence[Any]) -> Any:
     return data
 
 
-def _line(text: str, path: Sequence[Any]) -> int | str:
-    """The 1-based line of the deepest node along ``path`` (JSON is YAML, so one composer)."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return "?"
-    if node is None:
-        return 1
-    for part in path:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if 0 <= part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-    return int(node.start_mark.line) + 1
+class _Locator:
+    """Line numbers of paths in a document, composed once (JSON is YAML, so one composer)."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            self.root: yaml.Node | None = yaml.compose(text, Loader=_Loader)
+            self.ok = True
+        except yaml.YAMLError:
+            self.root, self.ok = None, False
+
+    def __call__(self, path: Sequence[Any]) -> int | str:
+        """The 1-based line of the deepest node along ``path``."""
+        if not self.ok:
+            return "?"
+        node = self.root
+        if node is None:
+            return 1
+        for part in path:
+            child = None
+            if isinstance(node, yaml.MappingNode):
+                child = next((v for k, v in node.value if k.value == part), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                child = node.value[part] if 0 <= part < len(node.value) else None
+            if child is None:
+                break
+            node = child
+        return int(node.start_mark.line) + 1

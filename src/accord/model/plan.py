@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,7 +42,7 @@ class Change(BaseModel):
 
     @classmethod
     def noop(cls, reason: str) -> Change:
-        return cls.model_construct(action=Action.NOOP, reason=reason, fields=())
+        return _construct(cls, {"action": Action.NOOP, "reason": reason, "fields": ()})
 
     def describe(self) -> str:
         """One line: the reason, then each differing field."""
@@ -59,6 +59,11 @@ class PlannedStep(BaseModel):
     kind: str
     change: Change
     stage: bool = False  # the provider has something to prepare before apply
+
+    @classmethod
+    def of(cls, id: ResourceId, kind: str, change: Change, stage: bool) -> PlannedStep:
+        """Build from already-valid parts without re-validating (once per resource per run)."""
+        return _construct(cls, {"id": id, "kind": kind, "change": change, "stage": stage})
 
 
 class Plan(BaseModel):
@@ -82,3 +87,20 @@ class Plan(BaseModel):
     @property
     def changes(self) -> tuple[PlannedStep, ...]:
         return tuple(s for s in (*self.steps, *self.prune) if not s.change.is_noop)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _construct(cls: type[M], values: dict[str, Any]) -> M:
+    """``model_construct`` for hot paths: ``values`` must hold every field, already valid.
+
+    Half the cost of ``model_construct`` (which also resolves defaults and aliases); used for
+    the two objects a run makes per resource, where 10,000 resources make it count.
+    """
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model

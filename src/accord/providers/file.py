@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -151,17 +152,22 @@ class FileProvider(FileLikeProvider):
     spec_model: ClassVar[type[Spec]] = FileSpec
 
     def want(self, spec: Spec) -> Want:
-        assert isinstance(spec, FileSpec)
-        if spec.source is not None:
-            return Want(
-                spec.path, spec.source.sha256, None, None, spec.source.url,
-                spec.mode, spec.owner, spec.group,
-            )  # fmt: skip
-        data = (spec.content or "").encode()
+        return _file_want(spec)
+
+
+@functools.lru_cache(maxsize=65536)  # observe, diff and apply all ask; hashing once is enough
+def _file_want(spec: Spec) -> Want:
+    assert isinstance(spec, FileSpec)
+    if spec.source is not None:
         return Want(
-            spec.path, hashlib.sha256(data).hexdigest(), len(data), data, None,
+            spec.path, spec.source.sha256, None, None, spec.source.url,
             spec.mode, spec.owner, spec.group,
         )  # fmt: skip
+    data = (spec.content or "").encode()
+    return Want(
+        spec.path, hashlib.sha256(data).hexdigest(), len(data), data, None,
+        spec.mode, spec.owner, spec.group,
+    )  # fmt: skip
 
 
 def owner_fields(

@@ -29,7 +29,8 @@ class Roots:
             for given, real in zip(roots, self.roots, strict=True)
             if os.path.normpath(os.path.abspath(given)) != real
         }
-        self._parents: dict[str, str] = {}
+        self._parents: dict[str, str] = {}  # parent dir → its real path, per run
+        self._resolved: dict[str, Path] = {}  # manifest path → checked absolute path
 
     @property
     def primary(self) -> Path:
@@ -37,8 +38,11 @@ class Roots:
 
     def resolve(self, path: str, *, resource: str = "") -> Path:
         """The absolute path for a manifest path, or ``PathEscapeError`` naming the resource."""
+        known = self._resolved.get(path)
+        if known is not None:
+            return known
         where = f"resource {resource!r}: " if resource else ""
-        if ".." in Path(path).parts:
+        if ".." in path.split("/"):
             raise errors.PathEscapeError(f"{where}path {path!r} contains '..'")
         full = self._respell(os.path.normpath(os.path.join(self.roots[0], path)))
         root = self._root_of(full)
@@ -47,7 +51,8 @@ class Roots:
                 f"{where}path {path!r} is outside the roots {', '.join(self.roots)}"
             )
         if full == root:
-            return Path(full)  # a root is real by construction
+            resolved = self._resolved[path] = Path(full)  # a root is real by construction
+            return resolved
         parent = os.path.dirname(full)
         real = self._parents.get(parent)
         if real is None:
@@ -56,11 +61,13 @@ class Roots:
             raise errors.PathEscapeError(
                 f"{where}path {path!r} escapes root {root} through a symlink ({parent} → {real})"
             )
-        return Path(full)
+        resolved = self._resolved[path] = Path(full)
+        return resolved
 
     def recheck(self, path: Path, *, resource: str = "") -> None:
         """Re-resolve the parent right before a write (the tree may have changed since observe)."""
         self._parents.pop(str(path.parent), None)
+        self._resolved.clear()
         self.resolve(str(path), resource=resource)
 
     def contains(self, path: str) -> bool:
