@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import sys
+
 import typer
 
 from accord.cli import converge
@@ -22,4 +26,21 @@ app.command()(converge.schema)
 
 
 def main() -> None:
-    app()
+    """The ``accord`` executable.
+
+    Two things make a 10,000-resource run cheaper, both safe for a process that ends here:
+    fewer cyclic-GC passes while a run allocates its many small objects, and no interpreter
+    teardown at exit (freeing them one by one took ~0.3 s). Every write that must survive is
+    committed before the command returns; only stdio buffers are left, and they are flushed.
+    """
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

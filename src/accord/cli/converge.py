@@ -196,10 +196,7 @@ def _converge(
                         loaded, base_dir=base_dir, options=options, reporter=reporter, stop=stop
                     )
         if as_json:
-            document = {"plan": result.model_dump(mode="json")}
-            if not dry:
-                document["run"] = record.model_dump(mode="json")
-            render.emit_json(document)
+            render.emit_result(result, None if dry else record)
         elif dry:
             render.plan(result, show_noop=show_noop)
         else:

@@ -266,7 +266,7 @@ class Converge:
         inventory: Inventory,
     ) -> None:
         revert = self.options.on_failure == "revert"
-        specs = [s.resource.spec.model_dump(mode="json") for s in slots]
+        specs = [s.resource.spec.model_dump() for s in slots]
 
         def current_record(i: int) -> bool:
             known = managed.get(slots[i].resource.id)

@@ -41,7 +41,8 @@ Mode = Annotated[
     int,
     BeforeValidator(_parse_mode),
     Field(ge=0, le=0o7777),
-    PlainSerializer(lambda bits: f"{bits:04o}", return_type=str),
+    # JSON only: Python-mode dumps stay in pydantic's Rust core (the engine dumps every spec).
+    PlainSerializer(lambda bits: f"{bits:04o}", return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^(0o)?[0-7]{3,4}$", "examples": ["0644"]}),
 ]
 """Permission bits; written as an octal string in manifests."""
