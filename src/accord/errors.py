@@ -8,7 +8,9 @@
     │   ├── GraphError              unknown dependency or a cycle
     │   ├── PathEscapeError         a path outside the configured roots
     │   ├── UnknownKindError        a resource kind no provider serves
-    │   └── PolicyError             the run does not allow what the manifest asks (e.g. Command)
+    │   ├── PolicyError             the run does not allow what the manifest asks (e.g. Command)
+    │   └── TransitionError         a lifecycle transition the table or a guard refuses
+    │       └── StaleStateError     the node is no longer in the state the caller expected
     ├── StoreError                  the persistence seam failed
     │   ├── ConflictError           compare-and-set lost: stale revision or key already present
     │   ├── NotFoundError           the key is not there
@@ -39,10 +41,11 @@ class ManifestError(InputError):
         problems: one line per problem, each naming the file, line, resource id and field.
     """
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], *, what: str = "manifest") -> None:
         self.source = source
         self.problems = problems
-        head = f"{source}: invalid manifest ({len(problems)} problem{'s' * (len(problems) != 1)})"
+        count = f"{len(problems)} problem{'s' * (len(problems) != 1)}"
+        head = f"{source}: invalid {what} ({count})"
         super().__init__("\n".join([head, *(f"  {p}" for p in problems)]))
 
 
@@ -60,6 +63,14 @@ class UnknownKindError(InputError):
 
 class PolicyError(InputError):
     """The manifest asks for something this run does not allow."""
+
+
+class TransitionError(InputError):
+    """A lifecycle transition is not allowed: not in the table, or a guard refused it."""
+
+
+class StaleStateError(TransitionError):
+    """The node's state is not the one the caller expected (someone else moved it first)."""
 
 
 class StoreError(AccordError):

@@ -12,27 +12,40 @@ import os
 import tempfile
 from pathlib import Path
 
-from helpers import build_manifest, file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accord.engine.converge import Options
 from accord.engine.local import LocalSession
 from accord.model.status import RunRecord, RunState
+from helpers import build_manifest, file
 
 DIRS = {"d0": 0o755, "d1": 0o750}
-FILES = {f"f{i}": (f"d{i % 2}/f{i}.conf", f"setting-{i} = {i * 7}\n" * (i + 1), 0o640 if i % 2 else 0o644)
-         for i in range(6)}  # fmt: skip
+FILES = {
+    f"f{i}": (
+        f"d{i % 2}/f{i}.conf",
+        f"setting-{i} = {i * 7}\n" * (i + 1),
+        0o640 if i % 2 else 0o644,
+    )
+    for i in range(6)
+}
 FILE_STATES = ["missing", "partial", "wrong", "empty", "wrong-mode", "correct", "link-in-the-way"]
 DIR_STATES = ["missing", "wrong-mode", "correct"]
 
-MANIFEST = build_manifest(
-    [{"id": d, "kind": "Directory", "spec": {"path": d, "mode": f"{m:04o}"}} for d, m in DIRS.items()]
-    + [file(fid, path, content, mode=f"{mode:04o}", depends_on=[path.split("/")[0]])
-       for fid, (path, content, mode) in FILES.items()]
-    + [{"id": "link", "kind": "Symlink", "spec": {"path": "current.conf", "target": "d0/f0.conf"},
-        "depends_on": ["f0"]}]
-)  # fmt: skip
+DIRECTORIES = [
+    {"id": d, "kind": "Directory", "spec": {"path": d, "mode": f"{m:04o}"}} for d, m in DIRS.items()
+]
+FILE_RESOURCES = [
+    file(fid, path, content, mode=f"{mode:04o}", depends_on=[path.split("/")[0]])
+    for fid, (path, content, mode) in FILES.items()
+]
+LINK = {
+    "id": "link",
+    "kind": "Symlink",
+    "spec": {"path": "current.conf", "target": "d0/f0.conf"},
+    "depends_on": ["f0"],
+}
+MANIFEST = build_manifest([*DIRECTORIES, *FILE_RESOURCES, LINK])
 
 
 def arrange(root: Path, dirs: dict[str, str], files: dict[str, str], extras: list[str]) -> None:

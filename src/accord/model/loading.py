@@ -18,8 +18,7 @@ from pydantic import Field, ValidationError, create_model
 from accord import errors
 from accord.model.manifest import Manifest, Resource
 from accord.model.specs import Spec
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from accord.model.yamlpos import LOADER, Locator
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,7 +65,7 @@ def parse_manifest(text: str, *, source: str, kinds: Mapping[str, type[Spec]]) -
     try:
         manifest = manifest_model(kinds).model_validate(data)
     except ValidationError as exc:
-        locate = _Locator(text)
+        locate = Locator(text)
         raise errors.ManifestError(
             source, [_describe(err, data, locate, source, kinds) for err in exc.errors()]
         ) from None
@@ -80,7 +79,7 @@ def _parse(text: str, source: str) -> Any:
     try:
         if text.lstrip().startswith("{"):
             return json.loads(text)
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=LOADER)
     except json.JSONDecodeError as exc:
         raise errors.ManifestError(source, [f"{source}:{exc.lineno}: {exc.msg}"]) from None
     except yaml.MarkedYAMLError as exc:
@@ -97,7 +96,7 @@ def _check_references(manifest: Manifest, text: str, source: str) -> list[str]:
         dep in ids and dep != r.id for r in manifest.resources for dep in r.depends_on
     ):
         return []
-    locate = _Locator(text)
+    locate = Locator(text)
     problems: list[str] = []
     seen: set[str] = set()
     for index, resource in enumerate(manifest.resources):
@@ -116,7 +115,7 @@ def _check_references(manifest: Manifest, text: str, source: str) -> list[str]:
 
 
 def _describe(
-    err: Any, data: Any, locate: _Locator, source: str, kinds: Mapping[str, type[Spec]]
+    err: Any, data: Any, locate: Locator, source: str, kinds: Mapping[str, type[Spec]]
 ) -> str:
     loc: tuple[Any, ...] = tuple(err["loc"])
     message = str(err["msg"]).removeprefix("Value error, ")
@@ -151,32 +150,3 @@ def _index(data: Any, path: Sequence[Any]) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
-
-
-class _Locator:
-    """Line numbers of paths in a document, composed once (JSON is YAML, so one composer)."""
-
-    def __init__(self, text: str) -> None:
-        try:
-            self.root: yaml.Node | None = yaml.compose(text, Loader=_Loader)
-            self.ok = True
-        except yaml.YAMLError:
-            self.root, self.ok = None, False
-
-    def __call__(self, path: Sequence[Any]) -> int | str:
-        """The 1-based line of the deepest node along ``path``."""
-        if not self.ok:
-            return "?"
-        node = self.root
-        if node is None:
-            return 1
-        for part in path:
-            child = None
-            if isinstance(node, yaml.MappingNode):
-                child = next((v for k, v in node.value if k.value == part), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                child = node.value[part] if 0 <= part < len(node.value) else None
-            if child is None:
-                break
-            node = child
-        return int(node.start_mark.line) + 1

@@ -1,0 +1,1 @@
+"""Node lifecycles: state machines, transitions and history, webhooks, maintenance windows."""
