@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from accord.cli import converge
+from accord.cli import converge, lifecycle, node
 
 app = typer.Typer(
     name="accord",
@@ -23,6 +23,8 @@ app.command()(converge.apply)
 app.command()(converge.status)
 app.command()(converge.history)
 app.command()(converge.schema)
+app.add_typer(node.app, name="node")
+app.add_typer(lifecycle.app, name="lifecycle")
 
 
 def main() -> None:

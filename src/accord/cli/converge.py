@@ -9,27 +9,18 @@ from typing import Annotated
 import typer
 
 from accord.cli import render, runtime
+from accord.cli.options import (
+    CommandsOpt,
+    ConcurrencyOpt,
+    JsonOpt,
+    ManifestArg,
+    RootOpt,
+    StateDirOpt,
+    StoreOpt,
+    TimeoutOpt,
+)
 from accord.model.manifest import StateGoal
 from accord.model.status import RunRecord, RunState
-
-ManifestArg = Annotated[Path, typer.Argument(help="Manifest file (YAML or JSON).")]
-RootOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--root", "-r", help="Directory the run may change (repeatable; default /)."),
-]
-StateDirOpt = Annotated[
-    Path | None,
-    typer.Option(help="State dir: store, cache, lock [env ACCORD_STATE_DIR].", show_default=False),
-]
-StoreOpt = Annotated[
-    str | None, typer.Option("--store", help="Store URL (default sqlite:///STATE_DIR/accord.db).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-CommandsOpt = Annotated[
-    bool, typer.Option("--allow-commands", help="Allow Command resources (the escape hatch).")
-]
-ConcurrencyOpt = Annotated[int, typer.Option(min=1, help="Resources worked on at once.")]
-TimeoutOpt = Annotated[float, typer.Option(min=0.001, help="Seconds per resource step.")]
 
 
 def plan(

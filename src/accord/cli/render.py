@@ -33,6 +33,18 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
+def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A simple table on stdout."""
+    from rich.table import Table
+
+    shown = Table(title=title, title_justify="left")
+    for column in columns:
+        shown.add_column(column)
+    for row in rows:
+        shown.add_row(*row)
+    console().print(shown)
+
+
 def emit_json(data: Any) -> None:
     """Print one JSON document on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -107,7 +119,7 @@ def statuses(records: list[RunRecord]) -> None:
         table.add_row(
             r.manifest, str(r.generation), r.goal.value, r.state.value,
             f"{ready.status.value} ({ready.reason})" if ready else "Unknown",
-            ", ".join(f"{n} {p}" for p, n in sorted(r.counts.items())), _when(r.finished_at),
+            ", ".join(f"{n} {p}" for p, n in sorted(r.counts.items())), when(r.finished_at),
         )  # fmt: skip
     console().print(table)
 
@@ -120,7 +132,7 @@ def runs(records: list[RunRecord]) -> None:
         table.add_column(column)
     for r in records:
         table.add_row(r.run_id, r.manifest, str(r.generation), r.goal.value, r.state.value,
-                      _when(r.started_at), r.resumes or "")  # fmt: skip
+                      when(r.started_at), r.resumes or "")  # fmt: skip
     console().print(table)
 
 
@@ -132,7 +144,7 @@ def events(found: list[dict[str, Any]]) -> None:
         table.add_column(column)
     for e in found:
         detail = {k: v for k, v in e.items() if k not in ("seq", "at", "run", "event", "resource")}
-        table.add_row(str(e["seq"]), _when(datetime.fromtimestamp(e["at"])), e["run"], e["event"],
+        table.add_row(str(e["seq"]), when(datetime.fromtimestamp(e["at"])), e["run"], e["event"],
                       e.get("resource", ""), json.dumps(detail) if detail else "")  # fmt: skip
     console().print(table)
 
@@ -198,5 +210,6 @@ def _detail(status: ResourceStatus) -> str:
     return "; ".join(parts)
 
 
-def _when(moment: datetime | None) -> str:
+def when(moment: datetime | None) -> str:
+    """A timestamp as people read it in a table."""
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""

@@ -58,5 +58,11 @@ async def _with_signals(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def fail(exc: errors.AccordError) -> NoReturn:
+    """Report an error from a command that runs no event loop, with the right exit code."""
+    _error(str(exc))
+    raise typer.Exit(BAD_INPUT if isinstance(exc, errors.InputError) else FAILED)
+
+
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)

@@ -17,11 +17,13 @@ from types import TracebackType
 
 from accord import errors
 from accord.engine.converge import Converge, Options
+from accord.engine.journal import Journal
 from accord.engine.report import Reporter
 from accord.model.loading import parse_manifest
-from accord.model.manifest import Manifest
+from accord.lifecycle.definition import Facts
+from accord.model.manifest import Manifest, StateGoal
 from accord.model.plan import Plan
-from accord.model.status import RunRecord
+from accord.model.status import RunRecord, RunState
 from accord.providers import registry as registry_module
 from accord.providers.base import Context
 from accord.providers.cache import Cache
@@ -118,6 +120,35 @@ class LocalSession:
             stop=stop,
         )
         return await engine.run(manifest)
+
+    def apply_in_progress(self) -> bool:
+        """Whether another process holds this state dir's run lock right now."""
+        path = self.state_dir / "lock"
+        if self._lock_fd is not None or not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases the probe's shared lock
+        return False
+
+    async def facts(self, *, reason: str = "", roles: frozenset[str] = frozenset()) -> Facts:
+        """What lifecycle guards see on this machine: its runs and its run lock.
+
+        ``converged`` is True when the latest apply of every manifest run here succeeded,
+        None when nothing was ever applied here.
+        """
+        latest = [r for r in await Journal(self.store).statuses() if r.goal is StateGoal.APPLY]
+        converged = all(r.state is RunState.SUCCEEDED for r in latest) if latest else None
+        return Facts(
+            converged=converged,
+            apply_in_progress=self.apply_in_progress(),
+            reason=reason,
+            roles=roles,
+        )
 
     def _take_lock(self) -> None:
         path = self.state_dir / "lock"
