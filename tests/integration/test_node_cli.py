@@ -99,3 +99,37 @@ def test_lifecycle_validate_and_render() -> None:
     assert code == 0 and out.startswith("stateDiagram-v2")
     code, out, _ = accord("lifecycle", "render", "--format", "dot")
     assert code == 0 and out.startswith('digraph "default"')
+
+
+def test_apply_waits_for_the_window_and_force_overrides(
+    tmp_path: Path, root: Path, where: list[str]
+) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "metadata: {name: m}\nresources:\n  - {id: f, kind: File, spec: {path: f, content: x}}\n"
+    )
+    windows = tmp_path / "windows.yaml"
+    windows.write_text("windows: [{name: leap, cron: '0 3 29 2 *', duration: 1h, timezone: UTC}]\n")
+    apply = ["apply", manifest, "--root", root, *where, "--windows", windows]
+    code, out, _ = accord(*apply)
+    assert code == 0 and "waiting: outside maintenance windows" in out
+    assert "applies at 2028-02-29 03:00:00 UTC" in out and not (root / "f").exists()
+    code, out, _ = accord(*apply, "--force", "--json")
+    assert code == 0 and json.loads(out)["run"]["state"] == "succeeded"
+    assert (root / "f").read_text() == "x"
+
+
+def test_apply_follows_the_node_lifecycle(tmp_path: Path, root: Path, where: list[str]) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "metadata: {name: m}\nresources:\n  - {id: f, kind: File, spec: {path: f, content: x}}\n"
+    )
+    accord("node", "add", "me", *where)
+    code, out, _ = accord("apply", manifest, "--root", root, *where, "--node", "me", "--json")
+    run = json.loads(out)["run"]
+    assert (
+        code == 0 and run["state"] == "waiting" and "discovered does not allow apply" in run["gate"]
+    )
+    accord("node", "transition", "me", "provisioning", *where)
+    code, out, _ = accord("apply", manifest, "--root", root, *where, "--node", "me", "--json")
+    assert code == 0 and json.loads(out)["run"]["state"] == "succeeded"

@@ -107,3 +107,10 @@ def test_schema_has_one_variant_per_kind() -> None:
     for kind in KINDS:
         assert f"{kind}Spec" in schema["$defs"], kind
     assert '"0644"' in text  # modes are documented as octal strings
+
+
+def test_date_like_values_stay_text_and_impossible_dates_are_not_a_crash() -> None:
+    text = GOOD.replace('content: "x = 1\\n"', "content: 2026-02-30")
+    manifest = parse_manifest(text, source="site.yaml", kinds=KINDS)
+    conf = manifest.resources[1].spec
+    assert isinstance(conf, FileSpec) and conf.content == "2026-02-30"

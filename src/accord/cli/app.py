@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from accord.cli import converge, lifecycle, node
+from accord.cli import converge, lifecycle, node, window
 
 app = typer.Typer(
     name="accord",
@@ -25,6 +25,7 @@ app.command()(converge.history)
 app.command()(converge.schema)
 app.add_typer(node.app, name="node")
 app.add_typer(lifecycle.app, name="lifecycle")
+app.add_typer(window.app, name="window")
 
 
 def main() -> None:

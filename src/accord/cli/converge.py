@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from accord import errors
 from accord.cli import render, runtime
 from accord.cli.options import (
     CommandsOpt,
@@ -21,6 +24,10 @@ from accord.cli.options import (
 )
 from accord.model.manifest import StateGoal
 from accord.model.status import RunRecord, RunState
+
+if TYPE_CHECKING:
+    from accord.engine.gate import Gate
+    from accord.engine.local import LocalSession
 
 
 def plan(
@@ -65,12 +72,27 @@ def apply(
     prune: Annotated[bool, typer.Option(help="Remove resources that left the manifest.")] = True,
     concurrency: ConcurrencyOpt = 8,
     timeout: TimeoutOpt = 600.0,
+    node: Annotated[
+        str | None, typer.Option(help="This machine's node id: its lifecycle state gates apply.")
+    ] = None,
+    windows: Annotated[
+        Path | None, typer.Option(help="Maintenance windows YAML: apply only inside them.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Apply now, outside windows and lifecycle policy.")
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Converge this machine to the manifest: stage, apply what differs, verify, prune."""
+    """Converge this machine to the manifest: stage, apply what differs, verify, prune.
+
+    With --node and/or --windows, apply waits for the gate: the run stages, then records when
+    it will apply (exit 0, state "waiting") unless --force.
+    """
     goal = StateGoal.DRY_RUN if dry_run else StateGoal.APPLY
+    gate = GateOptions(node=node, windows=windows, force=force)
     _converge(manifest, goal, root, state_dir, store, allow_commands, json_,
-              concurrency=concurrency, timeout=timeout, revert=revert, prune=prune)  # fmt: skip
+              concurrency=concurrency, timeout=timeout, revert=revert, prune=prune,
+              gate=gate)  # fmt: skip
 
 
 def status(
@@ -146,7 +168,34 @@ def schema() -> None:
 
 
 def _converged(record: RunRecord) -> bool:
-    return record.state is RunState.SUCCEEDED
+    return record.state in (RunState.SUCCEEDED, RunState.WAITING, RunState.PAUSED)
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The gate as the command line describes it; built once the store is open."""
+
+    node: str | None
+    windows: Path | None
+    force: bool
+
+    async def build(self, session: LocalSession) -> Gate:
+        from accord.engine.gate import Gate
+        from accord.lifecycle import nodes
+        from accord.lifecycle.windows import load_windows
+
+        node = lifecycle = schedule = None
+        if self.node is not None:
+            node, _ = await nodes.get_node(session.store, self.node)
+            lifecycle = await nodes.get_lifecycle(session.store, node.lifecycle)
+        if self.windows is not None:
+            try:
+                text = self.windows.read_text()
+            except OSError as exc:
+                raise errors.InputError(f"{self.windows}: {exc.strerror or exc}") from None
+            schedule = load_windows(text, source=str(self.windows))
+        return Gate(node=node, lifecycle=lifecycle, schedule=schedule, force=self.force,
+                    forced_by=getpass.getuser())  # fmt: skip
 
 
 def _converge(
@@ -163,19 +212,21 @@ def _converge(
     timeout: float = 600.0,
     revert: bool = False,
     prune: bool = True,
+    gate: GateOptions | None = None,
 ) -> None:
     async def main(stop: asyncio.Event) -> int:
         from accord.engine.converge import Options
         from accord.engine.local import LocalSession, load_manifest
 
         loaded = load_manifest(manifest)
-        options = Options(goal=goal, concurrency=concurrency, step_timeout=timeout,
-                          on_failure="revert" if revert else "continue", prune=prune)  # fmt: skip
         dry = goal is StateGoal.DRY_RUN
         async with LocalSession(
             roots=roots or [Path("/")], state_dir=state_dir, store_url=store,
             allow_commands=allow_commands, lock=not dry,
         ) as session:  # fmt: skip
+            options = Options(goal=goal, concurrency=concurrency, step_timeout=timeout,
+                              on_failure="revert" if revert else "continue", prune=prune,
+                              gate=await gate.build(session) if gate else None)  # fmt: skip
             base_dir = manifest.resolve().parent
             if as_json or dry:
                 result, record = await session.converge(
@@ -194,6 +245,6 @@ def _converge(
             render.run(record)
         if record.state is RunState.INTERRUPTED:
             return runtime.INTERRUPTED
-        return runtime.OK if record.state is RunState.SUCCEEDED else runtime.FAILED
+        return runtime.OK if _converged(record) else runtime.FAILED
 
     runtime.run(main)

@@ -106,6 +106,9 @@ def run(record: RunRecord) -> None:
               f"({counts or 'no resources'})")  # fmt: skip
     if record.resumes:
         out.print(f"resumed the unfinished run {record.resumes}")
+    if record.state.value in ("waiting", "paused"):
+        applies = f"; applies at {when(record.opens_at)} UTC" if record.opens_at else ""
+        out.print(f"{record.state.value}: {record.gate}{applies}")
 
 
 def statuses(records: list[RunRecord]) -> None:

@@ -17,10 +17,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from accord import errors
 from accord.engine import executor
+from accord.engine.gate import Gate, GateDecision
 from accord.engine.graph import Graph
 from accord.engine.inventory import Inventory, Managed
 from accord.engine.journal import Journal
@@ -54,6 +56,7 @@ class Options:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_failure: Literal["continue", "revert"] = "continue"
     prune: bool = True
+    gate: Gate | None = None  # windows, lifecycle policy, force; None: always open
 
 
 @dataclass(slots=True)
@@ -115,6 +118,7 @@ class Converge:
         self.stop = stop or asyncio.Event()
         self.journal = Journal(store)
         self.pruned: list[ResourceStatus] = []
+        self.window_closed = False
 
     # -- planning (read-only) ------------------------------------------------------------
 
@@ -193,22 +197,31 @@ class Converge:
                           goal=StateGoal.DRY_RUN, state=RunState.SUCCEEDED),
                 slots, plan,
             )  # fmt: skip
+        gate = self.options.gate or Gate()
+        decision = gate.decide(datetime.now(UTC))
         run = await self.journal.begin(meta.name, meta.generation, self.options.goal)
+        run.gate = decision.reason
+        if decision.paused:
+            await self.journal.event(run.run_id, "paused", reason=decision.reason)
+            await self.journal.finish(self._record(run, slots, plan), RunState.PAUSED)
+            return plan, run
         try:
             await self._stage(run, slots, plan)
+            if self.options.goal is StateGoal.APPLY and not decision.open:
+                return plan, await self._wait(run, slots, plan, decision)
             if self.options.goal is StateGoal.APPLY:
                 inventory = Inventory(self.store, meta.name)
-                await self._apply(run, graph, slots, managed, inventory)
+                await self._apply(run, graph, slots, managed, inventory, decision)
                 failed = any(s.phase is Phase.FAILED for s in slots)
                 if failed and self.options.on_failure == "revert":
                     await self._revert(run, slots, inventory)
-                if plan.prune and not self.stop.is_set():
+                if plan.prune and not self.stop.is_set() and not self.window_closed:
                     await self._prune(run, plan, managed, inventory)
         except asyncio.CancelledError:
             await self.journal.finish(self._record(run, slots, plan), RunState.INTERRUPTED)
             raise
         state = RunState.SUCCEEDED
-        if self.stop.is_set():
+        if self.stop.is_set() or self.window_closed:
             state = RunState.INTERRUPTED
         elif any(s.phase in (Phase.FAILED, Phase.BLOCKED) for s in slots):
             state = RunState.FAILED
@@ -257,6 +270,16 @@ class Converge:
                     slot.flag = StateFlag.STAGED
                     slot.phase = Phase.STAGED
 
+    async def _wait(
+        self, run: RunRecord, slots: list[Slot], plan: Plan, decision: GateDecision
+    ) -> RunRecord:
+        """Staged, and the gate is closed: record when it is expected to open."""
+        run.opens_at = decision.opens_at
+        opens_at = decision.opens_at.isoformat() if decision.opens_at else None
+        await self.journal.event(run.run_id, "waiting", reason=decision.reason, opens_at=opens_at)
+        await self.journal.finish(self._record(run, slots, plan), RunState.WAITING)
+        return run
+
     async def _apply(
         self,
         run: RunRecord,
@@ -264,6 +287,7 @@ class Converge:
         slots: list[Slot],
         managed: dict[str, Managed],
         inventory: Inventory,
+        decision: GateDecision,
     ) -> None:
         revert = self.options.on_failure == "revert"
         specs = [s.resource.spec.model_dump() for s in slots]
@@ -327,15 +351,38 @@ class Converge:
             self.reporter.step("apply", slot.to_status())
             return ok
 
-        outcomes = await executor.execute(
-            graph, step, concurrency=self.options.concurrency, stop=self.stop, instant=instant
-        )
+        halt = asyncio.Event()  # Ctrl-C, or the window closing: finish running steps, start none
+        watcher = asyncio.create_task(self._halt_when(halt, decision.closes_at, run))
+        try:
+            outcomes = await executor.execute(
+                graph, step, concurrency=self.options.concurrency, stop=halt, instant=instant
+            )
+        finally:
+            watcher.cancel()
         for slot, outcome in zip(slots, outcomes, strict=True):
             if outcome is executor.Outcome.BLOCKED:
                 slot.phase = Phase.BLOCKED
                 slot.note = "a dependency failed"
             elif outcome is executor.Outcome.INTERRUPTED and slot.phase is not Phase.APPLIED:
                 slot.phase = Phase.INTERRUPTED
+
+    async def _halt_when(
+        self, halt: asyncio.Event, closes_at: datetime | None, run: RunRecord
+    ) -> None:
+        """Set ``halt`` on Ctrl-C or when the window closes (end-of-window policy)."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.stop.wait())]
+        if closes_at is not None:
+            delay = max(0.0, (closes_at - datetime.now(UTC)).total_seconds())
+            waits.append(asyncio.ensure_future(asyncio.sleep(delay)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if not self.stop.is_set():
+            self.window_closed = True
+            await self.journal.event(run.run_id, "window_closed", closes_at=str(closes_at))
+        halt.set()
 
     async def _converge_one(self, run: RunRecord, slot: Slot) -> int:
         """Apply, retrying transient failures from a fresh observation; then verify."""

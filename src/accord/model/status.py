@@ -77,7 +77,9 @@ class RunState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-    INTERRUPTED = "interrupted"  # Ctrl-C: running steps finished, the rest not started
+    INTERRUPTED = "interrupted"  # Ctrl-C or the window closed: running steps finished
+    WAITING = "waiting"  # staged; the apply gate is closed (see ``gate`` and ``opens_at``)
+    PAUSED = "paused"  # the node's lifecycle state pauses desired state: nothing was done
     CRASHED = "crashed"  # found unfinished by a later run (the process died)
 
 
@@ -93,6 +95,8 @@ class RunRecord(BaseModel):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     resumes: str | None = None  # the crashed or interrupted run this one picks up
+    gate: str | None = None  # why apply was (not) allowed
+    opens_at: datetime | None = None  # when waiting: when the gate is expected to open
     counts: dict[str, int] = Field(default_factory=dict)  # resources per phase
     changed: int = 0  # resources this run changed (the rest of "applied" was already right)
     conditions: tuple[Condition, ...] = ()

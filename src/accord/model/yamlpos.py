@@ -11,7 +11,18 @@ from typing import Any
 
 import yaml
 
-LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class _TextDates(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The fast safe loader, keeping timestamps as the text they were written as.
+
+    YAML 1.1 turns ``2026-03-29`` into a date and raises a line-less ``ValueError`` for
+    ``2026-02-30``; accord's models validate dates themselves, and a file's content that
+    happens to look like a date must stay a string.
+    """
+
+
+_TextDates.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
+LOADER: type[yaml.SafeLoader] = _TextDates
 
 
 class Locator:
