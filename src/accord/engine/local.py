@@ -19,8 +19,8 @@ from accord import errors
 from accord.engine.converge import Converge, Options
 from accord.engine.journal import Journal
 from accord.engine.report import Reporter
-from accord.model.loading import parse_manifest
 from accord.lifecycle.definition import Facts
+from accord.model.loading import parse_manifest
 from accord.model.manifest import Manifest, StateGoal
 from accord.model.plan import Plan
 from accord.model.status import RunRecord, RunState
