@@ -197,8 +197,8 @@ class Converge:
                           goal=StateGoal.DRY_RUN, state=RunState.SUCCEEDED),
                 slots, plan,
             )  # fmt: skip
-        gate = self.options.gate or Gate()
-        decision = gate.decide(datetime.now(UTC))
+        gate = self.options.gate
+        decision = gate.decide(datetime.now(UTC)) if gate else GateDecision(open=True, reason="")
         run = await self.journal.begin(meta.name, meta.generation, self.options.goal)
         run.gate = decision.reason
         if decision.paused:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from accord.lifecycle.definition import Lifecycle
-from accord.lifecycle.nodes import Node
-from accord.lifecycle.windows import Schedule, status_at, windows_for
+if TYPE_CHECKING:  # imported when a gate decides: croniter is not free to import
+    from accord.lifecycle.definition import Lifecycle
+    from accord.lifecycle.nodes import Node
+    from accord.lifecycle.windows import Schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class Gate:
             )
         if self.schedule is None:
             return GateDecision(open=True, reason="no maintenance windows apply")
+        from accord.lifecycle.windows import status_at, windows_for
+
         node_id = self.node.id if self.node else None
         labels = self.node.labels if self.node else {}
         if not windows_for(self.schedule, node_id, labels):

@@ -61,10 +61,14 @@ def parse_manifest(text: str, *, source: str, kinds: Mapping[str, type[Spec]]) -
     Raises:
         ManifestError: listing every problem with its line, resource id and field.
     """
-    data = _parse(text, source)
+    model = manifest_model(kinds)
     try:
-        manifest = manifest_model(kinds).model_validate(data)
+        if text.lstrip().startswith("{"):  # JSON: parsed and validated in one pass, in Rust
+            manifest = model.model_validate_json(text)
+        else:
+            manifest = model.model_validate(_parse(text, source))
     except ValidationError as exc:
+        data = _parse(text, source)  # a JSON syntax error raises here, with its line
         locate = Locator(text)
         raise errors.ManifestError(
             source, [_describe(err, data, locate, source, kinds) for err in exc.errors()]

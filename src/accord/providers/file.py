@@ -55,7 +55,7 @@ class FileLikeProvider(Provider[Spec, FileState]):
 
     async def observe(self, ctx: Context, spec: Spec) -> FileState | None:
         want = self.want(spec)
-        path = ctx.roots.resolve(want.path, resource=ctx.resource_id)
+        path = ctx.roots.check(want.path, resource=ctx.resource_id)
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):  # a file where a parent should be

@@ -30,7 +30,7 @@ class Roots:
             if os.path.normpath(os.path.abspath(given)) != real
         }
         self._parents: dict[str, str] = {}  # parent dir → its real path, per run
-        self._resolved: dict[str, Path] = {}  # manifest path → checked absolute path
+        self._resolved: dict[str, str] = {}  # manifest path → checked absolute path
 
     @property
     def primary(self) -> Path:
@@ -38,6 +38,10 @@ class Roots:
 
     def resolve(self, path: str, *, resource: str = "") -> Path:
         """The absolute path for a manifest path, or ``PathEscapeError`` naming the resource."""
+        return Path(self.check(path, resource=resource))
+
+    def check(self, path: str, *, resource: str = "") -> str:
+        """``resolve`` as a string: what observe needs, without building a ``Path`` each time."""
         known = self._resolved.get(path)
         if known is not None:
             return known
@@ -51,8 +55,8 @@ class Roots:
                 f"{where}path {path!r} is outside the roots {', '.join(self.roots)}"
             )
         if full == root:
-            resolved = self._resolved[path] = Path(full)  # a root is real by construction
-            return resolved
+            self._resolved[path] = full  # a root is real by construction
+            return full
         parent = os.path.dirname(full)
         real = self._parents.get(parent)
         if real is None:
@@ -61,8 +65,8 @@ class Roots:
             raise errors.PathEscapeError(
                 f"{where}path {path!r} escapes root {root} through a symlink ({parent} → {real})"
             )
-        resolved = self._resolved[path] = Path(full)
-        return resolved
+        self._resolved[path] = full
+        return full
 
     def recheck(self, path: Path, *, resource: str = "") -> None:
         """Re-resolve the parent right before a write (the tree may have changed since observe)."""

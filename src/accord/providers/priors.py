@@ -85,7 +85,7 @@ def _restore(ctx: Context, path: Path, prior: Memo | None) -> str:
     raise errors.PermanentError(f"{path}: unknown prior type {kind!r}")
 
 
-def snapshot_type(path: Path) -> str | None:
+def snapshot_type(path: str | os.PathLike[str]) -> str | None:
     try:
         mode = os.lstat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
