@@ -129,3 +129,20 @@ def test_the_real_command_runs_as_a_process(root: Path, where: list[str]) -> Non
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["run"]["changed"] == 5
+
+
+def test_a_json_apply_loads_no_module_it_does_not_need(tmp_path: Path, where: list[str]) -> None:
+    """Start-up is part of every run's cost: croniter, httpx and rich load only when used."""
+    manifest = tmp_path / "m.json"
+    manifest.write_text('{"metadata": {"name": "m"}, "resources": [{"id": "f", "kind": "File",'
+                        ' "spec": {"path": "f", "content": "x"}}]}')  # fmt: skip
+    code = (
+        "import sys\n"
+        "from accord.cli.app import app\n"
+        f"app(['apply', {str(manifest)!r}, *{where!r}, '--json'], standalone_mode=False)\n"
+        "print(sorted(m for m in ('croniter', 'httpx', 'rich') if m in sys.modules),"
+        " file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from accord.cli import converge, lifecycle, node, window
+from accord.cli import converge, lifecycle, node, webhook, window
 
 app = typer.Typer(
     name="accord",
@@ -26,6 +26,7 @@ app.command()(converge.schema)
 app.add_typer(node.app, name="node")
 app.add_typer(lifecycle.app, name="lifecycle")
 app.add_typer(window.app, name="window")
+app.add_typer(webhook.app, name="webhook")
 
 
 def main() -> None:

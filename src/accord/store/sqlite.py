@@ -219,8 +219,11 @@ class SqliteStore:
                     # Writers commit in revision order, so every revision <= head is visible.
                     rows = conn.execute(_CHANGES, (seen, head, low, high, _WATCH_BATCH)).fetchall()
                 if head == seen:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                    # lands just after the wake, and a watch being closed then never ends.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), _POLL_SECONDS)
+                        async with asyncio.timeout(_POLL_SECONDS):
+                            await wake.wait()
                     continue
                 seen = rows[-1][0] if len(rows) == _WATCH_BATCH else head
                 for revision, key, op, value in rows:

@@ -282,6 +282,21 @@ class StoreContract:
             assert (deleted.op, deleted.key, deleted.value) == (Op.DELETE, "a/1", None)
             assert deleted.revision > third > second > first
 
+    async def test_a_watch_cancelled_right_after_a_write_ends(self, store: Store) -> None:
+        """Cancelling a consumer must end its watch even when a write just woke it."""
+
+        async def consume() -> None:
+            async for _ in store.watch("k."):
+                pass
+
+        for i in range(50):
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0.001)
+            await store.put(f"k.{i}", b"v")
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            assert done, f"the watch did not end after cancel (round {i})"
+
     async def test_watches_are_independent(self, store: Store) -> None:
         async with watching(store, "a/") as a_events, watching(store, "b/") as b_events:
             await initial_values(a_events)
