@@ -1,0 +1,1 @@
+"""The agent: watches a node's desired state, converges, detects drift, reports."""

@@ -1,0 +1,287 @@
+"""The agent: a small kubelet that keeps one node at its desired state.
+
+What it does, concurrently, until stopped:
+
+* **watch** ``fleet.desired.<node>``: every new envelope is verified (signature, addressed to
+  this node, not a replay) and checked against the kind allow-list. A refused envelope is
+  reported as a ``ManifestVerified=False`` condition and the previous manifest stays in force.
+  An accepted one is saved to disk first (``STATE_DIR/desired.json``, atomically), so a
+  restarted agent enforces it even while the control plane or the store is unreachable.
+* **converge**: stage at once, then apply when the gate opens (lifecycle policy, maintenance
+  windows, force); a run that waits for a window is retried when the window opens.
+* **detect drift** every ``drift_interval`` seconds: a dry run; drift is reported as
+  ``Drifted=True`` and, with the ``correct`` policy, repaired by applying again.
+* **report**: typed status to ``fleet.status.<node>`` with compare-and-set, refreshed as a
+  heartbeat every ``heartbeat`` seconds. A failed status write (store down) is retried on the
+  next beat; the local journal keeps every run regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from accord import __version__, errors
+from accord.engine.converge import Options
+from accord.engine.gate import Gate
+from accord.engine.local import LocalSession
+from accord.lifecycle import nodes
+from accord.lifecycle.windows import Schedule
+from accord.model.fleet import NodeStatus, ResourcePhase
+from accord.model.manifest import Manifest, StateGoal
+from accord.model.status import Condition, ConditionStatus, RunRecord, RunState
+from accord.providers import fsutil
+from accord.store import keys
+from accord.store.base import Op, Store
+
+log = logging.getLogger("accord.agent")
+
+Verify = Callable[[bytes, "Accepted | None"], "Accepted"]
+"""Check an envelope (bytes) against the last accepted one; raise ``InputError`` if refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A verified manifest and the envelope it came in (kept on disk)."""
+
+    manifest: Manifest
+    envelope: bytes
+    generation: int
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    allowed_kinds: frozenset[str] = frozenset({"File", "Directory", "Symlink", "Artifact"})
+    heartbeat: float = 15.0
+    drift_interval: float = 60.0
+    drift_policy: Literal["report", "correct"] = "correct"
+    schedule: Schedule | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+
+class Agent:
+    """Run with ``await Agent(...).run(stop)``."""
+
+    def __init__(
+        self,
+        *,
+        config: AgentConfig,
+        fleet: Store,
+        session: LocalSession,
+        verify: Verify,
+    ) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.session = session
+        self.verify = verify
+        self.accepted: Accepted | None = None
+        self.status = NodeStatus(node=config.node, agent_version=__version__)
+        self.refusal: Condition | None = None
+        self.wake = asyncio.Event()  # work to do: a new manifest, a window opening, drift
+        self._status_revision: int | None = None
+        self._saved = session.state_dir / "desired.json"
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.accepted = self._load_saved()
+        if self.accepted is not None:
+            self.wake.set()  # enforce what we had, even before the store answers
+        tasks = [
+            asyncio.create_task(self._watch(), name="watch"),
+            asyncio.create_task(self._converge_loop(stop), name="converge"),
+            asyncio.create_task(self._heartbeat(stop), name="heartbeat"),
+            asyncio.create_task(self._drift(stop), name="drift"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._report()
+
+    async def _watch(self) -> None:
+        """Follow the desired key forever; the store reconnects underneath."""
+        while True:
+            try:
+                async for event in self.fleet.watch(keys.desired_key(self.config.node)):
+                    if event.op is Op.PUT and event.value is not None:
+                        await self._offer(event.value)
+            except errors.StoreError as exc:
+                log.warning("watch of desired state failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    async def _offer(self, envelope: bytes) -> None:
+        if self.accepted is not None and envelope == self.accepted.envelope:
+            return  # the same envelope again (a re-delivery, or our own start-up)
+        try:
+            accepted = self.verify(envelope, self.accepted)
+            self._check_kinds(accepted.manifest)
+        except errors.InputError as exc:
+            self.refusal = Condition(
+                type="ManifestVerified",
+                status=ConditionStatus.FALSE,
+                reason=getattr(exc, "reason", type(exc).__name__),
+                message=str(exc),
+                observed_generation=self.status.observed_generation,
+            )
+            log.warning("refused a desired-state update: %s", exc)
+            await self._report()
+            return
+        self.refusal = None
+        fsutil.atomic_write(self._saved, accepted.envelope, mode=0o600)
+        self.accepted = accepted
+        self.status.observed_generation = accepted.generation
+        self.status.manifest = accepted.manifest.metadata.name
+        self.wake.set()
+
+    def _check_kinds(self, manifest: Manifest) -> None:
+        refused = sorted({r.kind for r in manifest.resources} - self.config.allowed_kinds)
+        if refused:
+            error = errors.PolicyError(
+                f"kinds {', '.join(refused)} are not allowed on this node "
+                f"(allowed: {', '.join(sorted(self.config.allowed_kinds))})"
+            )
+            error.reason = "KindNotAllowed"  # type: ignore[attr-defined]
+            raise error
+
+    async def _converge_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.wake.wait()
+            self.wake.clear()
+            if self.accepted is None:
+                continue
+            record = await self._converge(self.accepted.manifest, StateGoal.APPLY, stop)
+            if record is not None and record.state is RunState.WAITING and record.opens_at:
+                asyncio.get_running_loop().call_later(
+                    max(0.0, (record.opens_at - datetime.now(UTC)).total_seconds()),
+                    self.wake.set,
+                )
+
+    async def _converge(
+        self, manifest: Manifest, goal: StateGoal, stop: asyncio.Event
+    ) -> RunRecord | None:
+        gate = await self._gate()
+        try:
+            _, record = await self.session.converge(
+                manifest, base_dir=self.config.base_dir,
+                options=Options(goal=goal, gate=gate), stop=stop,
+            )  # fmt: skip
+        except errors.AccordError as exc:
+            log.error("convergence failed: %s", exc)
+            return None
+        if goal is StateGoal.APPLY:
+            self._absorb(manifest, record)
+            await self._report()
+        return record
+
+    async def _gate(self) -> Gate:
+        """The node's lifecycle state and windows, read fresh; without the store: windows only."""
+        try:
+            node, _ = await nodes.get_node(self.fleet, self.config.node)
+            lifecycle = await nodes.get_lifecycle(self.fleet, node.lifecycle)
+        except errors.AccordError:
+            return Gate(schedule=self.config.schedule)
+        return Gate(node=node, lifecycle=lifecycle, schedule=self.config.schedule)
+
+    def _absorb(self, manifest: Manifest, record: RunRecord) -> None:
+        generation = manifest.metadata.generation
+        status = self.status
+        if record.state in (RunState.SUCCEEDED, RunState.WAITING):
+            status.staged_generation = generation
+        if record.state is RunState.SUCCEEDED:
+            status.applied_generation = generation
+            status.drifted = []
+        status.state = record.state.value
+        status.gate = record.gate
+        status.opens_at = record.opens_at
+        status.resources = [
+            ResourcePhase(
+                id=r.id, kind=r.kind, phase=r.phase, reason=r.error.message if r.error else r.reason
+            )
+            for r in record.resources
+        ]
+        status.conditions = list(record.conditions)
+
+    async def _drift(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.config.drift_interval)
+            if self.accepted is None or self.status.applied_generation != self.accepted.generation:
+                continue  # nothing applied yet: that is convergence, not drift
+            plan, _ = await self.session.converge(
+                self.accepted.manifest, base_dir=self.config.base_dir,
+                options=Options(goal=StateGoal.DRY_RUN),
+            )  # fmt: skip
+            self.status.drifted = [s.id for s in plan.changes]
+            if self.status.drifted:
+                log.warning("drift in %s", ", ".join(self.status.drifted))
+                if self.config.drift_policy == "correct":
+                    self.wake.set()
+                else:
+                    await self._report()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._report()
+            await asyncio.sleep(self.config.heartbeat)
+
+    # -- status -------------------------------------------------------------------
+
+    async def _report(self) -> None:
+        """Write the status with compare-and-set; a failure is retried on the next beat."""
+        status = self.status
+        status.heartbeat_at = datetime.now(UTC)
+        own = ("ManifestVerified", "Drifted")  # the agent's own; the rest come from runs
+        status.conditions = [c for c in status.conditions if c.type not in own]
+        if self.refusal is not None:
+            status.conditions.append(self.refusal)
+        status.conditions.append(
+            Condition(
+                type="Drifted",
+                status=ConditionStatus.TRUE if status.drifted else ConditionStatus.FALSE,
+                reason="ChangedByHand" if status.drifted else "NoDrift",
+                message=", ".join(status.drifted),
+                observed_generation=status.observed_generation,
+            )
+        )
+        data = status.model_dump_json().encode()
+        key = keys.status_key(self.config.node)
+        for _ in range(3):
+            try:
+                if self._status_revision is None:
+                    current = await self.fleet.get(key)
+                    if current is None:
+                        self._status_revision = await self.fleet.create(key, data)
+                        return
+                    self._status_revision = current.revision
+                self._status_revision = await self.fleet.update(
+                    key, data, expected_revision=self._status_revision
+                )
+                return
+            except errors.ConflictError:
+                self._status_revision = None  # someone wrote it (our previous life): re-read
+            except errors.StoreError as exc:
+                log.warning("status not written (%s); retrying on the next heartbeat", exc)
+                return
+
+    def _load_saved(self) -> Accepted | None:
+        """The last verified envelope, re-verified (the disk is not trusted blindly)."""
+        try:
+            envelope = self._saved.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            accepted = self.verify(envelope, None)
+        except errors.InputError as exc:
+            log.error("the saved desired state no longer verifies (%s); ignoring it", exc)
+            return None
+        self.status.observed_generation = accepted.generation
+        self.status.manifest = accepted.manifest.metadata.name
+        return accepted
