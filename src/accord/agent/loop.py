@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from accord import __version__, errors
+from accord import __version__, errors, signing
 from accord.engine.converge import Options
 from accord.engine.gate import Gate
 from accord.engine.local import LocalSession
@@ -41,17 +41,18 @@ from accord.store.base import Op, Store
 
 log = logging.getLogger("accord.agent")
 
-Verify = Callable[[bytes, "Accepted | None"], "Accepted"]
-"""Check an envelope (bytes) against the last accepted one; raise ``InputError`` if refused."""
-
 
 @dataclass(frozen=True, slots=True)
-class Accepted:
-    """A verified manifest and the envelope it came in (kept on disk)."""
+class Current:
+    """The manifest in force: verified, with the envelope it came in (kept on disk)."""
 
     manifest: Manifest
     envelope: bytes
-    generation: int
+    accepted: signing.Accepted  # generation and digest, for replay protection
+
+    @property
+    def generation(self) -> int:
+        return self.accepted.generation
 
 
 @dataclass
@@ -72,15 +73,16 @@ class Agent:
         self,
         *,
         config: AgentConfig,
-        fleet: Store,
+        connect: Callable[[], Awaitable[Store]],
         session: LocalSession,
-        verify: Verify,
+        trust: signing.TrustStore,
     ) -> None:
         self.config = config
-        self.fleet = fleet
+        self.connect = connect
+        self.fleet: Store | None = None  # None until connected: the saved manifest still holds
         self.session = session
-        self.verify = verify
-        self.accepted: Accepted | None = None
+        self.trust = trust
+        self.accepted: Current | None = None
         self.status = NodeStatus(node=config.node, agent_version=__version__)
         self.refusal: Condition | None = None
         self.wake = asyncio.Event()  # work to do: a new manifest, a window opening, drift
@@ -94,7 +96,7 @@ class Agent:
         if self.accepted is not None:
             self.wake.set()  # enforce what we had, even before the store answers
         tasks = [
-            asyncio.create_task(self._watch(), name="watch"),
+            asyncio.create_task(self._connect_and_watch(), name="watch"),
             asyncio.create_task(self._converge_loop(stop), name="converge"),
             asyncio.create_task(self._heartbeat(stop), name="heartbeat"),
             asyncio.create_task(self._drift(stop), name="drift"),
@@ -106,9 +108,18 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._report()
+            if self.fleet is not None:
+                await self.fleet.close()
 
-    async def _watch(self) -> None:
-        """Follow the desired key forever; the store reconnects underneath."""
+    async def _connect_and_watch(self) -> None:
+        """Connect (a NATS store waits for its server as long as it takes), then follow the
+        desired key forever; the store reconnects underneath."""
+        while self.fleet is None:
+            try:
+                self.fleet = await self.connect()
+            except errors.StoreError as exc:
+                log.warning("fleet store unreachable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
         while True:
             try:
                 async for event in self.fleet.watch(keys.desired_key(self.config.node)):
@@ -122,16 +133,17 @@ class Agent:
         if self.accepted is not None and envelope == self.accepted.envelope:
             return  # the same envelope again (a re-delivery, or our own start-up)
         try:
-            accepted = self.verify(envelope, self.accepted)
+            accepted = self._verify(envelope, self.accepted)
             self._check_kinds(accepted.manifest)
         except errors.InputError as exc:
-            self.refusal = Condition(
-                type="ManifestVerified",
-                status=ConditionStatus.FALSE,
-                reason=getattr(exc, "reason", type(exc).__name__),
-                message=str(exc),
-                observed_generation=self.status.observed_generation,
-            )
+            generation = self.status.observed_generation
+            if isinstance(exc, errors.PolicyError):
+                self.refusal = Condition(
+                    type="ManifestVerified", status=ConditionStatus.FALSE,
+                    reason="KindNotAllowed", message=str(exc), observed_generation=generation,
+                )  # fmt: skip
+            else:
+                self.refusal = signing.condition_for(exc, observed_generation=generation)
             log.warning("refused a desired-state update: %s", exc)
             await self._report()
             return
@@ -145,12 +157,10 @@ class Agent:
     def _check_kinds(self, manifest: Manifest) -> None:
         refused = sorted({r.kind for r in manifest.resources} - self.config.allowed_kinds)
         if refused:
-            error = errors.PolicyError(
+            raise errors.PolicyError(
                 f"kinds {', '.join(refused)} are not allowed on this node "
                 f"(allowed: {', '.join(sorted(self.config.allowed_kinds))})"
             )
-            error.reason = "KindNotAllowed"  # type: ignore[attr-defined]
-            raise error
 
     async def _converge_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -184,6 +194,8 @@ class Agent:
 
     async def _gate(self) -> Gate:
         """The node's lifecycle state and windows, read fresh; without the store: windows only."""
+        if self.fleet is None:
+            return Gate(schedule=self.config.schedule)
         try:
             node, _ = await nodes.get_node(self.fleet, self.config.node)
             lifecycle = await nodes.get_lifecycle(self.fleet, node.lifecycle)
@@ -236,6 +248,9 @@ class Agent:
 
     async def _report(self) -> None:
         """Write the status with compare-and-set; a failure is retried on the next beat."""
+        fleet = self.fleet
+        if fleet is None:
+            return
         status = self.status
         status.heartbeat_at = datetime.now(UTC)
         own = ("ManifestVerified", "Drifted")  # the agent's own; the rest come from runs
@@ -256,12 +271,12 @@ class Agent:
         for _ in range(3):
             try:
                 if self._status_revision is None:
-                    current = await self.fleet.get(key)
+                    current = await fleet.get(key)
                     if current is None:
-                        self._status_revision = await self.fleet.create(key, data)
+                        self._status_revision = await fleet.create(key, data)
                         return
                     self._status_revision = current.revision
-                self._status_revision = await self.fleet.update(
+                self._status_revision = await fleet.update(
                     key, data, expected_revision=self._status_revision
                 )
                 return
@@ -271,14 +286,23 @@ class Agent:
                 log.warning("status not written (%s); retrying on the next heartbeat", exc)
                 return
 
-    def _load_saved(self) -> Accepted | None:
+    def _verify(self, envelope: bytes, last: Current | None) -> Current:
+        verified = self.trust.verify(
+            signing.load_envelope(envelope),
+            node=self.config.node,
+            kinds=self.session.registry.kinds(),
+            last=last.accepted if last else None,
+        )
+        return Current(manifest=verified.manifest, envelope=envelope, accepted=verified.accepted)
+
+    def _load_saved(self) -> Current | None:
         """The last verified envelope, re-verified (the disk is not trusted blindly)."""
         try:
             envelope = self._saved.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            accepted = self.verify(envelope, None)
+            accepted = self._verify(envelope, None)
         except errors.InputError as exc:
             log.error("the saved desired state no longer verifies (%s); ignoring it", exc)
             return None

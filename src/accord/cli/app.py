@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from accord.cli import converge, lifecycle, node, webhook, window
+from accord.cli import agent, converge, keys, lifecycle, node, webhook, window
 
 app = typer.Typer(
     name="accord",
@@ -27,6 +27,8 @@ app.add_typer(node.app, name="node")
 app.add_typer(lifecycle.app, name="lifecycle")
 app.add_typer(window.app, name="window")
 app.add_typer(webhook.app, name="webhook")
+app.add_typer(keys.app, name="keys")
+app.command()(agent.agent)
 
 
 def main() -> None:
