@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import build_manifest, file
 
 from accord import signing
 from accord.lifecycle.definition import Facts, default_lifecycle
 from accord.lifecycle.nodes import add_node, transition
 from accord.store import open_store
 from accord.store.keys import desired_key, status_key
+from helpers import build_manifest, file
 
 NODE = "edge-1"
 
