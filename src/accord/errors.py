@@ -9,8 +9,9 @@
     │   ├── PathEscapeError         a path outside the configured roots
     │   ├── UnknownKindError        a resource kind no provider serves
     │   ├── PolicyError             the run does not allow what the manifest asks (e.g. Command)
-    │   └── TransitionError         a lifecycle transition the table or a guard refuses
-    │       └── StaleStateError     the node is no longer in the state the caller expected
+    │   ├── TransitionError         a lifecycle transition the table or a guard refuses
+    │   │   └── StaleStateError     the node is no longer in the state the caller expected
+    │   └── SignatureError          a manifest envelope refused (accord.signing; has a reason)
     ├── StoreError                  the persistence seam failed
     │   ├── ConflictError           compare-and-set lost: stale revision or key already present
     │   ├── NotFoundError           the key is not there
