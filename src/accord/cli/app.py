@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from accord.cli import agent, converge, keys, lifecycle, node, webhook, window
+from accord.cli import agent, converge, keys, lifecycle, node, server, up, webhook, window
 
 app = typer.Typer(
     name="accord",
@@ -29,6 +29,8 @@ app.add_typer(window.app, name="window")
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(keys.app, name="keys")
 app.command()(agent.agent)
+app.command("server")(server.serve)
+app.command()(up.up)
 
 
 def main() -> None:

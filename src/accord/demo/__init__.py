@@ -1,0 +1,1 @@
+"""What ``accord up`` publishes to its demo fleet."""

@@ -1,0 +1,1 @@
+"""One router per area of the API; :func:`accord.server.app.create_app` mounts them."""
