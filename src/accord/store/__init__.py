@@ -1,6 +1,7 @@
 """Stores: the persistence seam. ``open_store(url)`` picks the backend from the URL scheme.
 
-``sqlite:///path/to/accord.db`` (default, embedded), ``memory://`` (tests, one process).
+``sqlite:///path/to/accord.db`` (default, embedded), ``nats://host:4222?bucket=accord`` (a fleet
+on NATS JetStream, see :mod:`accord.store.nats`), ``memory://`` (tests, one process).
 """
 
 from __future__ import annotations
@@ -22,4 +23,10 @@ async def open_store(url: str) -> Store:
         from accord.store import sqlite
 
         return await sqlite.SqliteStore.open(url)
-    raise errors.InputError(f"unknown store URL {url!r}: use sqlite:///PATH or memory://")
+    if scheme == "nats":
+        from accord.store import nats
+
+        return await nats.NatsStore.open(url)
+    raise errors.InputError(
+        f"unknown store URL {url!r}: use sqlite:///PATH, nats://HOST:PORT or memory://"
+    )
