@@ -8,7 +8,18 @@ import sys
 
 import typer
 
-from accord.cli import agent, converge, keys, lifecycle, node, server, up, webhook, window
+from accord.cli import (
+    agent,
+    converge,
+    flow,
+    keys,
+    lifecycle,
+    node,
+    server,
+    up,
+    webhook,
+    window,
+)
 
 app = typer.Typer(
     name="accord",
@@ -28,6 +39,7 @@ app.add_typer(lifecycle.app, name="lifecycle")
 app.add_typer(window.app, name="window")
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(keys.app, name="keys")
+app.add_typer(flow.app, name="flow")
 app.command()(agent.agent)
 app.command("server")(server.serve)
 app.command()(up.up)

@@ -9,7 +9,6 @@ a live one.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from types import TracebackType
 from accord import errors
 from accord.engine.converge import Converge, Options
 from accord.engine.journal import Journal
+from accord.engine.pidlock import PidLock
 from accord.engine.report import Reporter
 from accord.lifecycle.definition import Facts
 from accord.model.loading import parse_manifest
@@ -70,13 +70,13 @@ class LocalSession:
         self.roots = Roots(list(roots))
         self.allow_commands = allow_commands
         self.registry = registry or registry_module.default()
-        self._lock = lock
-        self._lock_fd: int | None = None
+        self._locking = lock
+        self._lock: PidLock | None = None
         self.store: Store
 
     async def __aenter__(self) -> LocalSession:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self._lock:
+        if self._locking:
             self._take_lock()
         self.store = await open_store(self.store_url)
         return self
@@ -88,9 +88,9 @@ class LocalSession:
         tb: TracebackType | None,
     ) -> None:
         await self.store.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def context(self, base_dir: Path) -> Context:
         return Context(
@@ -123,17 +123,7 @@ class LocalSession:
 
     def apply_in_progress(self) -> bool:
         """Whether another process holds this state dir's run lock right now."""
-        path = self.state_dir / "lock"
-        if self._lock_fd is not None or not path.exists():
-            return False
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing releases the probe's shared lock
-        return False
+        return self._lock is None and PidLock.held(self.state_dir / "lock")
 
     async def facts(self, *, reason: str = "", roles: frozenset[str] = frozenset()) -> Facts:
         """What lifecycle guards see on this machine: its runs and its run lock.
@@ -152,15 +142,6 @@ class LocalSession:
 
     def _take_lock(self) -> None:
         path = self.state_dir / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise errors.AccordError(
-                f"another accord run (pid {holder}) holds {path}; wait for it to finish"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        self._lock = PidLock.take(
+            path, busy=lambda pid: f"another accord run (pid {pid}) holds {path}; wait for it"
+        )

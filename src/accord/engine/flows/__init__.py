@@ -15,6 +15,7 @@ Modules::
     builtin     converge, sleep, wait_signal, wait_condition, call_webhook; conditions
     context     FlowContext: what a task gets; Halted
     runner      FlowRunner.run / resume: the contract
+    observer    Observer: who is told about progress
     execution   one process's turn at a run: the graph, then the failure policy
     waits       halts, durable waits, operator decisions, the record while waiting
     signals     send(), the per-run signal watch
@@ -28,7 +29,8 @@ from __future__ import annotations
 from accord.engine.flows.context import FlowContext, Halted
 from accord.engine.flows.journal import FlowJournal, FlowRun
 from accord.engine.flows.model import FlowSpec, InvalidFlowError, TaskSpec, load_flow, parse_flow
-from accord.engine.flows.runner import FlowRunner, NullObserver, Observer
+from accord.engine.flows.observer import NullObserver, Observer
+from accord.engine.flows.runner import FlowRunner
 from accord.engine.flows.signals import send as send_signal
 from accord.engine.flows.states import FlowState, TaskState
 from accord.engine.flows.tasks import Task, TaskRegistry

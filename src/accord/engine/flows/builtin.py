@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from accord import errors
 from accord.engine.converge import Options
 from accord.engine.flows.context import FlowContext
+from accord.engine.flows.lifecycle_tasks import TransitionTask, WaitWindowTask
 from accord.engine.flows.model import Duration
 from accord.engine.flows.signals import NAME as SIGNAL_NAME
 from accord.engine.flows.tasks import Task
@@ -299,4 +300,7 @@ def _response_body(response: httpx.Response) -> Any:
 
 def builtin_tasks() -> list[Task]:
     """Every built-in task type."""
-    return [ConvergeTask(), SleepTask(), WaitSignalTask(), WaitConditionTask(), CallWebhookTask()]
+    return [
+        ConvergeTask(), SleepTask(), WaitSignalTask(), WaitConditionTask(), CallWebhookTask(),
+        TransitionTask(), WaitWindowTask(),
+    ]  # fmt: skip

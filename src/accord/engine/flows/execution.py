@@ -23,6 +23,7 @@ from accord.engine.flows import signals
 from accord.engine.flows.context import FlowContext, Halted
 from accord.engine.flows.journal import FlowRun, Replay
 from accord.engine.flows.model import FlowSpec, TaskSpec, TransitionPolicy
+from accord.engine.flows.observer import NullObserver
 from accord.engine.flows.states import FlowState, TaskState, next_flow_state, next_task_state
 from accord.engine.flows.tasks import Task
 from accord.engine.flows.waits import Waits, iso
@@ -60,6 +61,7 @@ class Execution:
         self.runner = runner
         self.journal = runner.journal
         self.observer = runner.observer
+        self.observing = not isinstance(runner.observer, NullObserver)
         self.flow = flow
         self.record = record
         self.run_id = record.run_id
@@ -100,6 +102,9 @@ class Execution:
     async def go(self, stop: asyncio.Event | None) -> FlowRun:
         follower = None
         if stop is not None:
+            if stop.is_set():  # stopped already: start nothing
+                self.waits.interrupted = True
+                self.waits.stop("interrupted")
             follower = asyncio.get_running_loop().create_task(self.waits.follow(stop))
         try:
             await self.waits.open()
@@ -107,7 +112,7 @@ class Execution:
                 cause = str(self.failing.get("cause", "failed"))
                 if self.failing.get("error") is not None:
                     self.failure = (
-                        str(self.failing.get("task")),
+                        str(self.failing.get("failed")),
                         error_from(self.failing["error"]),
                     )
                 return await self._policy(cause)
@@ -124,7 +129,7 @@ class Execution:
             cause = "aborted" if self.waits.aborted else "failed"
             task_id, error = self.failure if self.failure else (None, None)
             await self.journal.event(
-                self.run_id, "failing", cause=cause, task=task_id,
+                self.run_id, "failing", cause=cause, failed=task_id,
                 error=error.model_dump() if error else None,
             )  # fmt: skip
             return await self._policy(cause)
@@ -204,7 +209,8 @@ class Execution:
                 record.finished_at = utcnow()
             if self.failure is not None:
                 record.failed_task, record.error = self.failure
-            record.counts = dict(Counter(s.value for s in self.states[: len(self.flow.tasks)]))
+            counted = Counter(self.states[: len(self.flow.tasks)])
+            record.counts = {state.value: n for state, n in counted.items()}
             await self.journal.save(record)
         self.observer.run(record)
         return record
@@ -266,7 +272,7 @@ class Execution:
         attempt = 1
         if node.mark_start and not marked:
             await self.mark(i, TaskState.RUNNING, attempt=1)
-        elif not marked:
+        elif not marked and self.observing:
             self.observer.task(self.run_id, node.spec.id, TaskState.RUNNING, "")
         try:
             if node.policy is None:
@@ -346,7 +352,8 @@ class Execution:
         self.states[i] = new
         if state in _ENDED:
             self.ended[i] = seq
-        self.observer.task(self.run_id, task_id, state, describe(details))
+        if self.observing:
+            self.observer.task(self.run_id, task_id, state, describe(details))
         return seq
 
     def mark_id(self, task_id: str, state: TaskState, **details: Any) -> Awaitable[int]:
@@ -367,6 +374,10 @@ def error_from(data: Any) -> ErrorRecord:
     return ErrorRecord(type="Error", message=str(data))
 
 
+_WHY = {"failed": "another task failed", "aborted": "abort signal", "interrupted": "stop asked",
+        "cancelled": "cancelled"}  # fmt: skip
+
+
 def describe(details: Mapping[str, Any]) -> str:
     """A short human line from a journal event's details, for observers."""
     if "error" in details:
@@ -383,7 +394,7 @@ def describe(details: Mapping[str, Any]) -> str:
     if "deadline" in details:
         return f"{details.get('what', '')} (deadline {iso(float(details['deadline']))})"
     if "reason" in details:
-        return str(details["reason"])
+        return _WHY.get(str(details["reason"]), str(details["reason"]))
     if int(details.get("attempt") or 1) > 1:
         return f"after {details['attempt']} attempts"
     return ""

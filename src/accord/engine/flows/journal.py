@@ -1,14 +1,15 @@
 """Flow run records in the KV store, task transitions in the ``flow-journal`` event log.
 
 Keys:
-    ``flows.<run>``                the run record (:class:`FlowRun`): state, params, times, why
-                                   it waits, how it ended. Written at start, on each change of
-                                   run state, and at the end; never per task.
-    ``flows.<run>.signals.<name>`` signals sent to the run (:mod:`accord.engine.flows.signals`).
-    ``flowdefs.<run>``             the flow definition the run executes, written once, so a
-                                   resumed run executes exactly what was started even if the
-                                   file changed (the 1 MiB value limit caps a flow at roughly
-                                   10,000 tasks).
+    ``flows.<run>``
+        The run record (:class:`FlowRun`): state, params, times, what it waits for, how it
+        ended. Written at start, when the run's state changes, and at the end; never per task.
+    ``flows.<run>.signals.<name>.<id>``
+        Signals sent to the run, one key per send (:mod:`accord.engine.flows.signals`).
+    ``flowdefs.<run>``
+        The flow definition the run executes, written once, so a resumed run executes exactly
+        what was started even if the file changed since (the 1 MiB value limit caps a flow at
+        roughly 10,000 tasks).
 
 The journal is one append per event, one commit on SQLite, durable when the call returns.
 Events are JSON objects with ``run`` and either ``task`` + ``state`` (a task transition, with
@@ -50,6 +51,7 @@ class FlowRun(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     node: str | None = None  # given to tasks as services["node"]
     base_dir: str | None = None  # relative paths in task parameters resolve against this
+    context: dict[str, Any] = Field(default_factory=dict)  # the caller's, kept for resume
     state: FlowState = FlowState.RUNNING
     pid: int = 0  # the process executing it now (or last)
     host: str = Field(default_factory=socket.gethostname)
@@ -132,8 +134,12 @@ class FlowJournal:
         return sorted(found, key=lambda r: r.run_id)
 
     async def save_definition(self, run_id: str, flow: FlowSpec) -> None:
-        data = flow.model_dump_json(by_alias=True, exclude_defaults=True).encode()
-        await self.store.put(definition_key(run_id), data)
+        """Store the definition compactly (task defaults left out), keeping the run-level
+        policies explicit so that a resumed run never picks up a changed default."""
+        data = flow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        data.update(flow.model_dump(mode="json", include={"on_failure", "linear", "concurrency"}))
+        encoded = json.dumps(data, separators=(",", ":")).encode()
+        await self.store.put(definition_key(run_id), encoded)
 
     async def definition(self, run: FlowRun) -> FlowSpec:
         entry = await self.store.get(definition_key(run.run_id))

@@ -17,44 +17,37 @@ after taking the lock, so it refuses to resume whichever file it locked.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
 
-from accord import errors
+from accord.engine.pidlock import PidLock
 from accord.store.base import key_part
 
 
 class RunLock:
     """An exclusive, non-blocking lock on one run. Use :meth:`take`, then :meth:`release`."""
 
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self._fd: int | None = fd
+    def __init__(self, lock: PidLock) -> None:
+        self._lock = lock
 
     @classmethod
     def take(cls, directory: Path, run_id: str) -> RunLock:
         """Lock ``run_id``; ``AccordError`` naming the holder's pid if a live process has it."""
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{key_part(run_id)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise errors.AccordError(
-                f"flow run {run_id} is being run by a live process (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        return cls(path, fd)
+        return cls(
+            PidLock.take(
+                _path(directory, run_id),
+                busy=lambda pid: f"flow run {run_id} is being run by a live process (pid {pid})",
+            )
+        )
+
+    @staticmethod
+    def held(directory: Path, run_id: str) -> bool:
+        """Whether a live process holds the run's lock (for display only)."""
+        return PidLock.held(_path(directory, run_id))
 
     def release(self, *, finished: bool) -> None:
         """Unlock; remove the file too if the run is ``finished`` (nothing will resume it)."""
-        if self._fd is None:
-            return
-        if finished:
-            self.path.unlink(missing_ok=True)
-        os.close(self._fd)  # closing releases the flock
-        self._fd = None
+        self._lock.release(remove=finished)
+
+
+def _path(directory: Path, run_id: str) -> Path:
+    return directory / f"{key_part(run_id)}.lock"

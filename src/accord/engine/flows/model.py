@@ -259,7 +259,11 @@ def parse_flow(text: str, *, source: str, task_types: Collection[str]) -> FlowSp
         flow = FlowSpec.model_validate(data)
     except ValidationError as exc:
         locate = Locator(text)
-        problems = list(dict.fromkeys(_describe(e, data, locate, source) for e in exc.errors()))
+        found = exc.errors()
+        if any(len(e["loc"]) > 1 and e["loc"][0] == "tasks" for e in found):
+            # A bad task also makes the tuple "too short": say what is wrong with the task only.
+            found = [e for e in found if not (e["loc"] == ("tasks",) and e["type"] == "too_short")]
+        problems = list(dict.fromkeys(_describe(e, data, locate, source) for e in found))
         raise InvalidFlowError(source, problems) from None
     flow = flow.with_source(source, text)
     problems = check(flow, task_types)

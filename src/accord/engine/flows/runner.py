@@ -15,8 +15,9 @@ Failure policy (``on_failure``)
     ``abort`` signal stops the run the same way and it ends ``aborted``.
 
 What is written, and why it is enough (the durability argument)
-    Every journal append is one SQLite commit, durable against ``kill -9`` when it returns.
-    Per task the runner writes:
+    Every journal append is one SQLite commit, durable when the call returns: against
+    ``kill -9`` with the store's default ``synchronous=normal``, against power loss too with
+    ``?synchronous=full`` (see :mod:`accord.store.sqlite`). Per task the runner writes:
 
     * the end (``succeeded`` with the result, or ``failed`` with the error): always, and
       before any successor starts, because the executor releases successors only after the
@@ -32,7 +33,8 @@ What is written, and why it is enough (the durability argument)
       and per signal received one receipt; per retry one ``retrying`` event.
 
     The run record (``flows.<run>``) is written at start, when the run's state changes
-    (running ↔ waiting, reverting, the end), and never per task.
+    (running ↔ waiting, reverting, the end), and never per task; the run's own journal events
+    (``started``, ``crashed``, ``resumed``, ``failing``) are one per turn.
 
 Crash and resume
     The executing process holds the run's lock (:mod:`accord.engine.flows.lock`) from before
@@ -61,7 +63,7 @@ import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -80,25 +82,10 @@ from accord.engine.flows.model import (
     TransitionPolicy,
     substitute,
 )
-from accord.engine.flows.states import FlowState, TaskState, next_flow_state
+from accord.engine.flows.observer import NullObserver, Observer
+from accord.engine.flows.states import FlowState, next_flow_state
 from accord.engine.journal import new_run_id
 from accord.store.base import Store
-
-
-class Observer(Protocol):
-    """Told about progress (the CLI prints it). Calls must be quick and must not raise."""
-
-    def run(self, run: FlowRun) -> None: ...
-
-    def task(self, run_id: str, task_id: str, state: TaskState, detail: str) -> None: ...
-
-
-class NullObserver:
-    def run(self, run: FlowRun) -> None:
-        """Nobody is watching."""
-
-    def task(self, run_id: str, task_id: str, state: TaskState, detail: str) -> None:
-        """Nobody is watching."""
 
 
 class FlowRunner:
@@ -140,9 +127,20 @@ class FlowRunner:
         params: Mapping[str, Any] | None = None,
         node: str | None = None,
         base_dir: Path | None = None,
+        context: Mapping[str, Any] | None = None,
         stop: asyncio.Event | None = None,
     ) -> FlowRun:
         """Start a run of ``flow`` and drive it to its end (or until stopped).
+
+        Args:
+            flow: the definition; it is stored with the run, which resumes from that copy.
+            params: run parameters (``--param``), overlaid on the flow's defaults.
+            node: the node the run is about; tasks get it as ``services["node"]``.
+            base_dir: relative paths in task parameters resolve against it (the flow file's
+                directory); tasks get it as ``services["base_dir"]``.
+            context: JSON-able data the caller needs to resume the run (the CLI keeps its
+                roots there); stored in the record, never read by the runner.
+            stop: set it to stop the run (it ends ``interrupted``).
 
         Raises:
             InvalidFlowError: bad parameters; nothing was written.
@@ -161,6 +159,7 @@ class FlowRunner:
                 params={k: v for k, v in values.items() if k not in BUILTIN_PLACEHOLDERS},
                 node=node,
                 base_dir=str(base_dir) if base_dir is not None else None,
+                context=dict(context or {}),
                 pid=os.getpid(),
                 journal_from=first,
                 tasks=len(flow.tasks),

@@ -1,15 +1,17 @@
-"""Signals into a running flow: one KV key per signal, watched by the run.
+"""Signals into a running flow: one KV key per signal sent, watched by the run.
 
-``send`` writes ``flows.<run>.signals.<name>`` = ``{"data": …, "sent_at": …, "by": …}``; any
-process on the same store may send (``accord flow signal RUN NAME --data JSON``). The run
-watches its prefix (``Store.watch``: current values first, then every change, including other
-processes' writes), so a signal sent before a task starts waiting for it still counts.
+``send`` writes ``flows.<run>.signals.<name>.<id>`` = ``{"data": …, "sent_at": …, "by": …}``,
+with a fresh ``id`` per send, so two signals of one name (``retry`` for two tasks, two
+approvals) are two keys and neither overwrites the other. A bare ``flows.<run>.signals.<name>``
+written by other means counts as well. Any process on the same store may send (``accord flow
+signal RUN NAME --data JSON``). The run watches the prefix (``Store.watch``: current values
+first, then every change, including other processes' writes), so a signal sent before a task
+starts waiting for it still counts. Waits take the oldest pending signal of their name.
 
 A wait *consumes* the signal it takes: the runner journals the receipt first (the durable
 fact), then deletes the key with compare-and-set on the revision it read. A crash between the
 two leaves the key behind; the journal's receipts list the consumed ``(name, revision)`` pairs
-so a resumed run never takes the same signal twice. If the sender wrote the key again in the
-meantime, the delete loses its compare-and-set and the newer signal stays for the next wait.
+so a resumed run never takes the same signal twice.
 
 ``abort`` is never consumed: it is a fact about the whole run, honoured by every wait.
 """
@@ -22,7 +24,9 @@ import getpass
 import json
 import os
 import re
+import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +63,7 @@ class Received:
     name: str
     data: Any
     revision: int
+    key: str = ""
     sent_at: str = ""
     by: str = ""
 
@@ -77,7 +82,8 @@ async def send(store: base.Store, run_id: str, name: str, data: Any = None) -> i
         value = json.dumps({"data": data, "sent_at": utcnow().isoformat(), "by": _sender()})
     except (TypeError, ValueError) as exc:
         raise errors.InputError(f"signal data is not JSON-able: {exc}") from None
-    return await store.put(signal_prefix(run_id) + name, value.encode())
+    unique = f"{time.time_ns():020d}-{secrets.token_hex(3)}"
+    return await store.put(f"{signal_prefix(run_id)}{name}.{unique}", value.encode())
 
 
 def _sender() -> str:
@@ -127,7 +133,7 @@ class SignalHub:
         self.on_abort = on_abort
         self.consumed: set[tuple[str, int]] = consumed if consumed is not None else set()
         self.error: BaseException | None = None
-        self._latest: dict[str, Received] = {}
+        self._pending: dict[str, dict[str, Received]] = {}  # name → key → signal
         self._watch: AsyncIterator[base.WatchEvent] | None = None
         self._follower: asyncio.Task[None] | None = None
 
@@ -152,43 +158,44 @@ class SignalHub:
             self._watch = None
 
     def get(self, name: str, accept: Callable[[Received], bool] | None = None) -> Received | None:
-        """The pending signal ``name``, unless already consumed or refused by ``accept``."""
+        """The oldest pending signal ``name`` not yet consumed and not refused by ``accept``."""
         if self.error is not None:
             raise errors.StoreError(f"lost the watch on {self.prefix}*: {self.error}")
-        found = self._latest.get(name)
-        if found is None or (found.name, found.revision) in self.consumed:
-            return None
-        if accept is not None and not accept(found):
-            return None
-        return found
+        for found in sorted(self._pending.get(name, {}).values(), key=lambda r: r.revision):
+            if (found.name, found.revision) in self.consumed:
+                continue
+            if accept is None or accept(found):
+                return found
+        return None
 
     @property
     def aborted(self) -> bool:
-        return ABORT in self._latest
+        return bool(self._pending.get(ABORT))
 
     async def consume(self, signal: Received) -> None:
         """Delete a signal the run has journaled as received (see the module docstring)."""
         self.consumed.add((signal.name, signal.revision))
-        if self._latest.get(signal.name) == signal:
-            del self._latest[signal.name]
-        # Lost compare-and-set: the sender wrote it again; the newer one waits for the next taker.
+        self._pending.get(signal.name, {}).pop(signal.key, None)
+        # Lost compare-and-set: the key was written again; that newer signal stays pending.
         with contextlib.suppress(errors.ConflictError):
-            await self.store.delete(self.prefix + signal.name, expected_revision=signal.revision)
+            await self.store.delete(signal.key, expected_revision=signal.revision)
 
     async def _follow(self, watch: AsyncIterator[base.WatchEvent]) -> None:
         try:
             async for event in watch:
                 self._apply(event)
-        except errors.StoreError as exc:
-            self.error = exc  # waiters raise it; the run then fails the waiting task
+        except Exception as exc:  # noqa: BLE001 - handed to the waiters, who raise it
+            self.error = exc  # so a waiting task fails instead of waiting for ever
             self.waker.poke()
 
     def _apply(self, event: base.WatchEvent) -> None:
-        name = event.key[len(self.prefix) :]
-        if event.op is base.Op.DELETE:
-            self._latest.pop(name, None)
+        name = event.key[len(self.prefix) :].split(".", 1)[0]
+        if not NAME.fullmatch(name):
             return
-        if event.op is not base.Op.PUT or event.value is None or not NAME.fullmatch(name):
+        if event.op is base.Op.DELETE:
+            self._pending.get(name, {}).pop(event.key, None)
+            return
+        if event.op is not base.Op.PUT or event.value is None:
             return
         try:
             body = json.loads(event.value)
@@ -196,12 +203,14 @@ class SignalHub:
                 name=name,
                 data=body.get("data"),
                 revision=event.revision,
+                key=event.key,
                 sent_at=str(body.get("sent_at", "")),
                 by=str(body.get("by", "")),
             )
         except (ValueError, AttributeError):  # not written by send(): take the raw text as data
-            received = Received(name, event.value.decode(errors="replace"), event.revision)
-        self._latest[name] = received
+            text = event.value.decode(errors="replace")
+            received = Received(name, text, event.revision, event.key)
+        self._pending.setdefault(name, {})[event.key] = received
         if name == ABORT:
             self.on_abort()
         self.waker.poke()

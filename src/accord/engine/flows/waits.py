@@ -104,6 +104,8 @@ class Waits:
         if self.in_graph and not self.aborted:
             self.aborted = True
             self.stop("aborted")
+        elif not self.in_graph and self.asks:  # the failure hook waits for an operator
+            self.stop("aborted")
 
     # -- waits (the FlowContext host) ----------------------------------------------------
 
