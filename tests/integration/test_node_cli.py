@@ -133,3 +133,31 @@ def test_apply_follows_the_node_lifecycle(tmp_path: Path, root: Path, where: lis
     accord("node", "transition", "me", "provisioning", *where)
     code, out, _ = accord("apply", manifest, "--root", root, *where, "--node", "me", "--json")
     assert code == 0 and json.loads(out)["run"]["state"] == "succeeded"
+
+
+def test_entering_a_state_runs_its_on_enter_flow(
+    tmp_path: Path, root: Path, where: list[str]
+) -> None:
+    (tmp_path / "greeting.yaml").write_text(
+        "metadata: {name: greeting}\nresources:\n"
+        "  - {id: hello, kind: File, spec: {path: hello, content: entered}}\n"
+    )
+    (tmp_path / "on-service.yaml").write_text(
+        "name: on-service\nparams: {node: null}\nlinear: true\ntasks:\n"
+        "  - {id: greet, task: converge, with: {manifest: greeting.yaml}}\n"
+    )
+    lifecycle = tmp_path / "site.yaml"
+    lifecycle.write_text(
+        "name: site\ninitial: new\nstates:\n  new: {}\n"
+        "  live: {apply: true, on_enter: on-service.yaml}\n"
+        "transitions:\n  - {from: new, to: live}\n  - {from: live, to: new}\n"
+    )
+    accord("node", "add", "n", "--lifecycle", lifecycle, *where)
+    move = ["node", "transition", "n", "live", "--flows", tmp_path, "--root", root, *where]
+    code, out, err = accord(*move)
+    assert code == 0, err
+    assert "entering live runs" in out and (root / "hello").read_text() == "entered"
+    accord("node", "transition", "n", "new", *where)
+    (root / "hello").unlink()
+    code, _, _ = accord(*move, "--no-workflow")
+    assert code == 0 and not (root / "hello").exists()

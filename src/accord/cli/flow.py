@@ -78,25 +78,41 @@ def run(
     """Run a flow in the foreground; print its run id first, then its progress."""
 
     async def main(stop: asyncio.Event) -> int:
-        from accord.engine.flows import tasks
-        from accord.engine.flows.model import load_flow
-
-        registry = tasks.default()
-        flow = load_flow(file, registry.names())
-        params = _params(param or [])
-        if node is not None and "node" in flow.params and "node" not in params:
-            params["node"] = node
         roots = [r.absolute() for r in root or [Path("/")]]
-        commands = bool(allow_commands)
-        async with _session(roots, state_dir, store, commands, lock=True) as session:
-            runner = _runner(session)
-            record = await runner.run(
-                flow, params=params, node=node, base_dir=file.resolve().parent, stop=stop,
-                context={"roots": [str(r) for r in roots], "allow_commands": commands},
-            )  # fmt: skip
-        return _ended(record)
+        record = await run_flow_file(
+            file, params=_params(param or []), node=node, roots=roots, state_dir=state_dir,
+            store=store, allow_commands=bool(allow_commands), stop=stop,
+        )  # fmt: skip
+        return exit_code(record)
 
     runtime.run(main)
+
+
+async def run_flow_file(
+    file: Path,
+    *,
+    params: dict[str, Any],
+    node: str | None,
+    roots: list[Path],
+    state_dir: Path | None,
+    store: str | None,
+    allow_commands: bool,
+    stop: asyncio.Event,
+) -> FlowRun:
+    """Run a flow file to its end in the foreground (also how entering a state starts one)."""
+    from accord.engine.flows import tasks
+    from accord.engine.flows.model import load_flow
+
+    registry = tasks.default()
+    flow = load_flow(file, registry.names())
+    if node is not None and "node" in flow.params and "node" not in params:
+        params["node"] = node
+    async with _session(roots, state_dir, store, allow_commands, lock=True) as session:
+        runner = _runner(session)
+        return await runner.run(
+            flow, params=params, node=node, base_dir=file.resolve().parent, stop=stop,
+            context={"roots": [str(r) for r in roots], "allow_commands": allow_commands},
+        )  # fmt: skip
 
 
 @app.command()
@@ -121,7 +137,7 @@ def resume(
         async with _session(roots, state_dir, store, commands, lock=True) as session:
             _print_first(run_id)
             record = await _runner(session, quiet_first=True).resume(run_id, stop=stop)
-        return _ended(record)
+        return exit_code(record)
 
     runtime.run(main)
 
@@ -282,7 +298,7 @@ def _session(
     )
 
 
-def _ended(record: FlowRun) -> int:
+def exit_code(record: FlowRun) -> int:
     state = record.state.value
     line = f"{record.run_id} {_styled(state)}"
     if record.error is not None:

@@ -17,7 +17,7 @@ import typer
 
 from accord import errors
 from accord.cli import render, runtime
-from accord.cli.options import JsonOpt, StateDirOpt, StoreOpt
+from accord.cli.options import JsonOpt, RootOpt, StateDirOpt, StoreOpt
 
 app = typer.Typer(help="Nodes and their lifecycle: enrol, transition, audit.", no_args_is_help=True)
 
@@ -155,11 +155,22 @@ def transition(
     role: Annotated[
         list[str] | None, typer.Option(help="Initiator's role (repeatable; default operator).")
     ] = None,
+    workflow: Annotated[
+        bool, typer.Option(help="Run the target state's on_enter flow, if it has one.")
+    ] = True,
+    flows: Annotated[
+        Path, typer.Option(help="Where on_enter flow files are found (relative names).")
+    ] = Path("."),
+    root: RootOpt = None,
     state_dir: StateDirOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Move a node to another lifecycle state, if the lifecycle and its guards allow it."""
+    """Move a node to another lifecycle state, if the lifecycle and its guards allow it.
+
+    When the new state names an ``on_enter`` flow, that flow runs next, in the foreground,
+    about this node (``--no-workflow`` skips it); the exit code is then the flow's.
+    """
 
     async def main(stop: asyncio.Event) -> int:
         from accord.engine.local import LocalSession
@@ -177,7 +188,19 @@ def transition(
         forced = " (forced)" if record.forced else ""
         summary = f"{node}: {record.from_} → {record.to}{forced} [transition {record.seq}]"
         _show(record.model_dump(mode="json", by_alias=True), json_, summary)
-        return runtime.OK
+        on_enter = lifecycle.states[record.to].on_enter
+        if not workflow or on_enter is None:
+            return runtime.OK
+        from accord.cli.flow import exit_code, run_flow_file
+
+        flow_file = Path(on_enter) if Path(on_enter).is_absolute() else flows / on_enter
+        if not json_:
+            render.console().print(f"entering {record.to} runs {flow_file}")
+        run = await run_flow_file(
+            flow_file, params={}, node=node, roots=[r.absolute() for r in root or [Path("/")]],
+            state_dir=state_dir, store=store, allow_commands=False, stop=stop,
+        )  # fmt: skip
+        return exit_code(run)
 
     runtime.run(main)
 

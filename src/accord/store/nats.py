@@ -79,10 +79,13 @@ Durability
 
 Failures
     Timeouts, "no responders" (JetStream not up) and a lost connection raise
-    ``StoreUnavailableError``. Requests are not queued while disconnected: an operation waits
-    up to ``timeout`` for the connection to come back, then fails without having sent anything.
-    A write whose answer was lost may still have been applied; retrying a compare-and-set is
-    always safe. Other JetStream errors raise ``StoreError``.
+    ``StoreUnavailableError``; other JetStream errors raise ``StoreError``. An operation that
+    starts while the client knows it is disconnected waits up to ``timeout`` for the connection
+    to come back, then fails without having sent anything. A write that was under way when the
+    connection dropped may still be applied: the server may have it already, or nats-py sends
+    it from its buffer after reconnecting. So after a ``StoreUnavailableError`` a write's fate
+    is unknown: a retried ``put`` or compare-and-set is safe, a retried ``create`` may find its
+    own first attempt (``ConflictError``).
 
 Server requirements
     nats-server 2.11 or later with JetStream, and ``max_payload`` of at least 1 MiB + 4 KiB
