@@ -7,10 +7,12 @@ and the journal keeps the killed run, marked crashed, with the re-run recorded a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ TRIALS = 20
 FILES = 120
 OLD = b"old content\n" * 2000  # ~24 KB: big enough that a torn write would show
 pytestmark = pytest.mark.timeout(300)
+APPLIED = "SELECT count(*) FROM events WHERE stream = 'journal' AND instr(data, '\"applied\"') > 0"
 
 
 def new_content(i: int) -> bytes:
@@ -58,11 +61,22 @@ def accord(
     return subprocess.Popen(command, stdout=sink, stderr=sink)
 
 
-def wait_for_store(state: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not (state / "accord.db").exists():
-        assert time.monotonic() < deadline, "accord never opened its store"
-        time.sleep(0.002)
+def wait_for_applied(state: Path, count: int, process: subprocess.Popen[bytes]) -> None:
+    """Return once the run has journaled ``count`` applied resources (or has ended)."""
+    deadline = time.monotonic() + 120
+    while process.poll() is None:
+        assert time.monotonic() < deadline, "the apply made no progress"
+        if (state / "accord.db").exists():
+            with contextlib.closing(
+                sqlite3.connect(f"file:{state / 'accord.db'}?mode=ro", uri=True)
+            ) as db:
+                try:
+                    (done,) = db.execute(APPLIED).fetchone()
+                except sqlite3.OperationalError:  # schema not created yet, or busy
+                    done = 0
+            if done >= count:
+                return
+        time.sleep(0.001)
 
 
 def history(state: Path) -> list[dict[str, object]]:
@@ -87,24 +101,15 @@ def test_sigkill_at_random_moments_then_rerun_converges(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
     write_manifest(manifest)
 
-    # Time one uninterrupted apply from the moment it opens its store (after start-up), so
-    # that kills land across the apply itself rather than in Python's import.
-    root, state = tmp_path / "timing-root", tmp_path / "timing-state"
-    prepare_root(root)
-    process = accord(manifest, root, state)
-    wait_for_store(state)
-    started = time.monotonic()
-    assert process.wait(timeout=120) == 0
-    duration = time.monotonic() - started
-
     rng = random.Random(20261122)
     crashed_runs = 0
     for trial in range(TRIALS):
         root, state = tmp_path / f"root{trial}", tmp_path / f"state{trial}"
         prepare_root(root)
         process = accord(manifest, root, state)
-        wait_for_store(state)
-        time.sleep(rng.uniform(0.0, 1.0) * duration)
+        # Kill after a random number of resources were applied: progress, not time, decides
+        # where the kill lands, so it lands mid-apply however loaded the machine is.
+        wait_for_applied(state, rng.randrange(0, FILES), process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert_no_torn_files(root)
