@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +27,7 @@ from accord.testing.store_contract import StoreContract, initial_values, next_ev
 
 @pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = start_or_skip(tmp_path_factory.mktemp("nats"))
+    server = start_or_skip(NatsServer(tmp_path_factory.mktemp("nats")))
     yield server
     server.stop()
 
@@ -174,6 +175,45 @@ async def test_the_url_hides_secrets() -> None:
     assert "nats://alice:***@127.0.0.1:1" in str(caught.value)
 
 
+async def test_user_and_password_from_the_url(tmp_path: Path) -> None:
+    server = start_or_skip(NatsServer(tmp_path, user="node-1", password="p@ss:w/rd"))
+    try:
+        url = f"nats://node-1:p%40ss%3Aw%2Frd@127.0.0.1:{server.port}?bucket=auth"
+        store = await NatsStore.open(url)
+        assert store.url == f"nats://node-1:***@127.0.0.1:{server.port}?bucket=auth"
+        assert await store.get("k") is None
+        await store.destroy()
+        wrong = f"nats://node-1:nope@127.0.0.1:{server.port}?connect_timeout=1"
+        with pytest.raises(errors.StoreError, match="refused") as refused:
+            await NatsStore.open(wrong)
+        assert not isinstance(refused.value, errors.StoreUnavailableError)
+        assert "nope" not in str(refused.value)
+    finally:
+        server.stop()
+
+
+async def test_a_custom_inbox_prefix(nats_url: str) -> None:
+    store = await NatsStore.open(f"{nats_url}&inbox=_INBOX_node-1")
+    try:
+        assert store._nc.new_inbox().startswith("_INBOX_node-1.")
+        revision = await store.put("k.a", b"v")
+        assert await store.list("k.") == [Entry("k.a", b"v", revision)]
+        assert [r.data for r in await store.read("s", after=await store.append("s", b"x") - 1)]
+    finally:
+        await store.destroy()
+
+
+async def test_credentials_files(nats_url: str, tmp_path: Path) -> None:
+    with pytest.raises(errors.InputError, match="no credentials file"):
+        await NatsStore.open(f"{nats_url}&creds={tmp_path}/missing.creds")
+    creds = tmp_path / "node.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n...\n------END NATS USER JWT------\n")
+    if importlib.util.find_spec("nkeys") is not None:
+        pytest.skip("nkeys is installed: this checks the message for when it is not")
+    with pytest.raises(errors.InputError, match="nkeys"):
+        await NatsStore.open(f"{nats_url}&creds={creds}")
+
+
 async def test_no_server_is_unavailable_after_the_connect_timeout() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -196,6 +236,8 @@ async def test_no_server_is_unavailable_after_the_connect_timeout() -> None:
         "nats://host?history=65",
         "nats://host?sync=always",
         "nats://host?bucket",
+        "nats://host?inbox=a.*",
+        "nats://host?inbox=",
         "nats://host:99999",
     ],
 )
@@ -205,7 +247,7 @@ async def test_bad_urls_are_input_errors(bad: str) -> None:
 
 
 async def test_a_server_with_a_small_max_payload_is_refused(tmp_path: Path) -> None:
-    server = start_or_skip(tmp_path, max_payload=1024 * 1024)  # nats-server's default
+    server = start_or_skip(NatsServer(tmp_path, max_payload=1024 * 1024))  # nats-server's default
     try:
         with pytest.raises(errors.StoreError, match="max_payload"):
             await NatsStore.open(server.url)
@@ -222,7 +264,7 @@ def test_a_missing_binary_skips_loudly(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr("accord.testing.nats_server.find_binary", missing)
     with pytest.raises(pytest.skip.Exception, match=r"SKIPPED.*not found \(simulated\)"):
-        start_or_skip(tmp_path)
+        start_or_skip(NatsServer(tmp_path))
 
 
 def test_a_binary_that_will_not_start_is_reported(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from accord.testing.store_contract import initial_values, next_event, watching
 @pytest.fixture
 def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NatsServer]:
     sync_always = getattr(request, "param", False)
-    server = start_or_skip(tmp_path / "nats", sync_always=sync_always)
+    server = start_or_skip(NatsServer(tmp_path / "nats", sync_always=sync_always))
     yield server
     server.stop()
 

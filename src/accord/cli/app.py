@@ -14,6 +14,7 @@ from accord.cli import (
     flow,
     keys,
     lifecycle,
+    nats,
     node,
     server,
     up,
@@ -40,6 +41,7 @@ app.add_typer(window.app, name="window")
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(keys.app, name="keys")
 app.add_typer(flow.app, name="flow")
+app.add_typer(nats.app, name="nats")
 app.command()(agent.agent)
 app.command("server")(server.serve)
 app.command()(up.up)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import email.utils
 import enum
 import fnmatch
 import hashlib
@@ -64,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from accord import errors
 from accord.lifecycle import events
 from accord.model.status import utcnow
+from accord.providers.httputil import retry_after_seconds
 from accord.store.base import Op, Store
 
 SUBS_PREFIX = "webhooks.subs."
@@ -271,21 +271,6 @@ def backoff_delay(
     return random.uniform(
         0, min(subscription.backoff_cap_s, subscription.backoff_base_s * 2**retry)
     )
-
-
-def retry_after_seconds(value: str | None, *, now: float) -> float | None:
-    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
 
 
 # Subscriptions in the store

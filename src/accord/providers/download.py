@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -24,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from accord import errors
 from accord.providers import fsutil
 from accord.providers.base import Context
+from accord.providers.httputil import retry_after_seconds
 
 if TYPE_CHECKING:
     import httpx
@@ -116,7 +116,7 @@ def _check_status(url: str, response: httpx.Response) -> None:
         return
     message = f"download {url}: HTTP {status} {response.reason_phrase}"
     if status in (408, 429) or status >= 500:
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"), now=time.time())
         raise errors.TransientError(message, retry_after=retry_after)
     raise errors.PermanentError(message)
 
@@ -134,21 +134,6 @@ def _total(response: httpx.Response) -> int | None:
     else:
         size = response.headers.get("Content-Length", "")
     return int(size) if size.isdigit() else None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delay-seconds or an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _local_source(ctx: Context, url: str) -> Path:

@@ -15,6 +15,10 @@ a token). Query options:
 ``timeout``
     Seconds one operation may take, including waiting for a lost connection to come back
     (default 5); then it raises ``StoreUnavailableError``.
+``inbox``
+    Subject prefix of the replies this client receives (default ``_INBOX``). A user whose
+    permissions let it subscribe only to its own prefix (see :mod:`accord.store.nats_auth`)
+    must connect with that prefix.
 ``history``
     Revisions kept per key, 1 to 64 (default 16), used when the bucket is created: more costs
     disk (up to ``history`` values per key), fewer shortens what a cut-off watch can catch up
@@ -108,6 +112,7 @@ import builtins
 import contextlib
 import datetime
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -115,6 +120,7 @@ import os
 import re
 import tempfile
 import urllib.parse
+import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +141,8 @@ _log = logging.getLogger(__name__)
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_OPTIONS = frozenset({"bucket", "creds", "connect_timeout", "timeout", "history"})
+_OPTIONS = frozenset({"bucket", "creds", "connect_timeout", "timeout", "history", "inbox"})
+_INBOX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _MIN_VERSION = (2, 11)
 _HEADROOM = 4096  # bytes of subject and headers next to a maximal value
 _MAX_CONSUMERS = 1_000_000
@@ -154,9 +161,13 @@ _DELETE_MARKERS = frozenset({"MaxAge", "Purge", "Remove"})  # Nats-Marker-Reason
 
 @dataclass(frozen=True, slots=True)
 class _Options:
-    server: str  # what nats-py connects to, with credentials
-    url: str  # the same with secrets masked
+    server: str  # what nats-py connects to: nats://host:port, no credentials
+    url: str  # the URL we were given, with secrets masked
+    user: str | None
+    password: str | None
+    token: str | None
     bucket: str
+    inbox: str
     creds: Path | None
     connect_timeout: float
     timeout: float
@@ -201,6 +212,13 @@ class NatsStore:
             StoreError: the server refused the credentials, is too old or misconfigured.
         """
         options = _parse_url(url)
+        if options.creds is not None:
+            if not options.creds.is_file():
+                raise errors.InputError(f"{options.url}: no credentials file {options.creds}")
+            if importlib.util.find_spec("nkeys") is None:
+                raise errors.InputError(
+                    f"{options.url}: creds= needs the nkeys package (pip install 'nats-py[nkeys]')"
+                )
         store = cls(options, Client(), heartbeat)
         await store._connect()
         try:
@@ -426,6 +444,10 @@ class NatsStore:
                     # A dead link (no RST, e.g. a NAT that forgot us) is noticed in ~15 s.
                     ping_interval=5,
                     max_outstanding_pings=3,
+                    inbox_prefix=options.inbox,
+                    user=options.user,
+                    password=options.password,
+                    token=options.token,
                     user_credentials=None if options.creds is None else str(options.creds),
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
@@ -435,15 +457,15 @@ class NatsStore:
         except TimeoutError as exc:
             await self._abandon()
             cause = self._last_error
-            if isinstance(cause, nats.errors.AuthorizationError):
+            # nats-py reports a refused login during connect as a plain Error.
+            if isinstance(cause, nats.errors.AuthorizationError) or (
+                cause is not None and "authorization violation" in str(cause).lower()
+            ):
                 raise errors.StoreError(f"{self.url}: the server refused us: {cause}") from cause
             reason = "" if cause is None else f" (last error: {cause})"
             raise errors.StoreUnavailableError(
                 f"{self.url}: no server within {options.connect_timeout:g} s{reason}"
             ) from exc
-        except ModuleNotFoundError as exc:  # creds= without the nkeys package
-            await self._abandon()
-            raise errors.InputError(f"{self.url}: creds= needs the nkeys package: {exc}") from exc
         except (OSError, nats.errors.Error) as exc:
             await self._abandon()
             raise errors.StoreError(f"{self.url}: cannot connect: {exc}") from exc
@@ -887,6 +909,7 @@ class _Watch:
         with store._translated("cannot start a watch"):
             self._subscription = await store._nc.subscribe(inbox, cb=on_message)
         config = api.ConsumerConfig(
+            name=f"accord-watch-{uuid.uuid4().hex[:16]}",  # ephemeral: no durable_name
             deliver_subject=inbox,
             filter_subject=self._filter,
             ack_policy=api.AckPolicy.NONE,
@@ -903,8 +926,10 @@ class _Watch:
         else:
             config.deliver_policy = api.DeliverPolicy.LAST_PER_SUBJECT
         request = {"stream_name": store._kv_stream, "config": config.as_dict()}
+        # The form with the name and filter in the subject, so that a user's permissions can
+        # say which filters it may consume (the server checks the body against the subject).
         info = await store._call(
-            f"$JS.API.CONSUMER.CREATE.{store._kv_stream}",
+            f"$JS.API.CONSUMER.CREATE.{store._kv_stream}.{config.name}.{self._filter}",
             json.dumps(request).encode(),
             None,
             f"cannot start a watch of {self._prefix!r}",
@@ -1137,19 +1162,30 @@ def _parse_url(url: str) -> _Options:
     bucket = option.get("bucket", "accord")
     if not _BUCKET.fullmatch(bucket):
         raise errors.InputError(f"invalid bucket={bucket!r} in {url!r}: use [A-Za-z0-9_-]")
+    inbox = option.get("inbox", "_INBOX")
+    if not _INBOX.fullmatch(inbox):
+        raise errors.InputError(f"invalid inbox={inbox!r} in {url!r}: use a subject like _INBOX")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     address = f"{host}:{port or 4222}"
-    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    # user:password, or a token alone; percent-encoded in the URL like any userinfo.
+    user = password = token = None
     masked = ""
-    if userinfo:
-        user, colon, _ = userinfo.partition(":")
-        masked = f"{user}:***@" if colon else "***@"
+    if parts.username is not None and parts.password is not None:
+        user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password)
+        masked = f"{parts.username}:***@"
+    elif parts.username:
+        token = urllib.parse.unquote(parts.username)
+        masked = "***@"
     public_query = f"?{parts.query}" if parts.query else ""
     creds = option.get("creds")
     return _Options(
-        server=f"nats://{userinfo + '@' if userinfo else ''}{address}",
+        server=f"nats://{address}",
         url=f"nats://{masked}{address}{public_query}",
+        user=user,
+        password=password,
+        token=token,
         bucket=bucket,
+        inbox=inbox,
         creds=None if creds is None else Path(creds),
         connect_timeout=_positive(option, "connect_timeout", 5.0, url),
         timeout=_positive(option, "timeout", 5.0, url),

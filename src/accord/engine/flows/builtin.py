@@ -23,8 +23,6 @@ Adding a type is one entry in :func:`builtin_tasks` (or an ``accord.tasks`` entr
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import time
@@ -45,8 +43,10 @@ from accord.engine.flows.signals import NAME as SIGNAL_NAME
 from accord.engine.flows.tasks import Task
 from accord.engine.journal import Journal
 from accord.engine.retry import RetryPolicy
+from accord.lifecycle import webhooks
 from accord.model.manifest import StateGoal
 from accord.model.status import RunState
+from accord.providers.httputil import retry_after_seconds
 
 ConditionCheck = Callable[[FlowContext, dict[str, Any]], Awaitable[bool]]
 """A named condition: ``async (ctx, args) -> bool``. ``TransientError`` counts as "not yet"."""
@@ -219,12 +219,6 @@ CONDITIONS: dict[str, ConditionCheck] = {"converged": converged}
 # -- webhooks --------------------------------------------------------------------------
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """``X-Accord-Signature``: ``sha256=`` + hex HMAC-SHA256 of ``f"{timestamp}.{body}"``."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={digest.hexdigest()}"
-
-
 class WebhookParams(_Params):
     url: str = Field(pattern=r"^https?://")
     body: Any = None
@@ -251,12 +245,12 @@ class CallWebhookTask(Task):
             raise errors.PermanentError(f"the webhook secret variable {p.secret_env} is not set")
         payload = {"flow": ctx.flow, "run": ctx.run_id, "task": ctx.task_id, "data": p.body}
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-        timestamp = str(int(time.time()))
+        timestamp = int(time.time())
         headers = {
             **p.headers,
             "Content-Type": "application/json",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: webhooks.sign(secret, timestamp, body),  # as webhook delivery signs
             DELIVERY_HEADER: f"{ctx.run_id}.{ctx.task_id}",
         }
         client: httpx.AsyncClient | None = ctx.services.get("http")
@@ -277,18 +271,14 @@ class CallWebhookTask(Task):
         code = response.status_code
         if code >= 500 or code in (408, 429):
             raise errors.TransientError(
-                f"POST {p.url}: HTTP {code}", retry_after=_retry_after(response)
+                f"POST {p.url}: HTTP {code}",
+                retry_after=retry_after_seconds(
+                    response.headers.get("Retry-After"), now=time.time()
+                ),
             )
         if code >= 400:
             raise errors.PermanentError(f"POST {p.url}: HTTP {code}: {response.text[:200]}")
         return {"status": code, "response": _response_body(response)}
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None  # absent, or an HTTP date: fall back to the policy's backoff
 
 
 def _response_body(response: httpx.Response) -> Any:

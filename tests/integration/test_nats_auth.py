@@ -1,0 +1,336 @@
+"""Per-node NATS credentials against a real nats-server (skipped, with the reason, without one).
+
+The server runs with :func:`accord.store.nats_auth.authorization_config`; the control plane
+(admin) sets the fleet up through :class:`NatsStore`, and node A connects with raw nats-py, as
+an agent would, with its own user and inbox prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from typer.testing import CliRunner
+
+from accord.cli.nats import app as nats_cli
+from accord.lifecycle.nodes import lifecycle_key, node_key
+from accord.store import keys
+from accord.store.nats import NatsStore
+from accord.store.nats_auth import authorization_config, node_inbox_prefix
+from accord.testing.nats_server import NatsServer, NatsServerError
+
+ADMIN, ADMIN_PASSWORD = "admin", "admin-secret"
+PASSWORDS = {"node-a": "pw-a", "node-b": "pw-b"}
+A, B = "node-a", "node-b"
+DENIED = 0.5  # seconds to wait for an answer that a permission violation swallows
+
+
+class AuthNatsServer(NatsServer):
+    """A :class:`NatsServer` whose configuration ends with an ``authorization`` block."""
+
+    def __init__(self, root: Path, authorization: str) -> None:
+        super().__init__(root)
+        self.authorization = authorization
+
+    def _config(self) -> str:
+        return super()._config() + self.authorization
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"a{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def server(tmp_path: Path, bucket: str) -> Iterator[AuthNatsServer]:
+    config = authorization_config(
+        PASSWORDS, admin_user=ADMIN, admin_password=ADMIN_PASSWORD, bucket=bucket
+    )
+    server = AuthNatsServer(tmp_path / "nats", config)
+    try:
+        server.start()
+    except NatsServerError as exc:
+        pytest.skip(f"NATS auth tests SKIPPED, no usable nats-server: {exc}")
+    yield server
+    server.stop()
+
+
+def user_url(server: NatsServer, user: str, password: str) -> str:
+    return server.url.replace("nats://", f"nats://{user}:{password}@")
+
+
+@pytest.fixture
+async def admin(server: AuthNatsServer, bucket: str) -> AsyncIterator[NatsStore]:
+    store = await NatsStore.open(f"{user_url(server, ADMIN, ADMIN_PASSWORD)}?bucket={bucket}")
+    for node in (A, B):
+        await store.put(keys.desired_key(node), f"desired {node}".encode())
+        await store.put(keys.status_key(node), f"status {node}".encode())
+        await store.put(node_key(node), f"inventory {node}".encode())
+    await store.put(lifecycle_key("reboot"), b"lifecycle")
+    yield store
+    await store.close()
+
+
+class Node:
+    """Node A's raw connection, and the permission violations the server reported to it."""
+
+    def __init__(self) -> None:
+        self.nc: Client = Client()
+        self.violations: list[str] = []
+
+    async def on_error(self, exc: Exception) -> None:
+        self.violations.append(str(exc))
+
+    async def connect(self, server: NatsServer, node: str) -> None:
+        await self.nc.connect(
+            user_url(server, node, PASSWORDS[node]),
+            inbox_prefix=node_inbox_prefix(node),
+            error_cb=self.on_error,
+            allow_reconnect=False,
+        )
+
+    async def request(self, subject: str, payload: bytes = b"") -> Msg | None:
+        """The answer, or None if none came (what a denied publish looks like)."""
+        try:
+            return await self.nc.request(subject, payload, timeout=DENIED)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            return None
+
+    async def denied(self, subject: str) -> None:
+        """Wait until the server reports a violation mentioning ``subject``."""
+        for _ in range(100):
+            # nats-py lowercases the server's -ERR text.
+            if any(subject.lower() in violation.lower() for violation in self.violations):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no permission violation for {subject!r}: {self.violations}")
+
+
+@pytest.fixture
+async def node_a(server: AuthNatsServer, admin: NatsStore) -> AsyncIterator[Node]:
+    node = Node()
+    await node.connect(server, A)
+    yield node
+    await node.nc.close()
+
+
+async def bind(node: Node, bucket: str) -> KeyValue:
+    js = node.nc.jetstream(timeout=DENIED)
+    return await js.key_value(bucket)
+
+
+async def test_the_config_names_only_the_nodes_own_keys(bucket: str) -> None:
+    config = authorization_config(
+        PASSWORDS, admin_user=ADMIN, admin_password=ADMIN_PASSWORD, bucket=bucket
+    )
+    assert f"fleet.desired.{A}" in config and f"fleet.status.{B}" in config
+    node_a_line = next(line for line in config.splitlines() if f'"user": "{A}"' in line)
+    assert B not in node_a_line
+    assert "_INBOX.>" not in config  # a shared inbox would leak other nodes' replies
+
+
+async def test_a_reads_its_desired_state_and_writes_its_status(
+    node_a: Node, admin: NatsStore, bucket: str
+) -> None:
+    kv = await bind(node_a, bucket)
+    desired = await kv.get(keys.desired_key(A))
+    assert desired.value == f"desired {A}".encode()
+    assert (await kv.get(node_key(A))).value == f"inventory {A}".encode()
+    assert (await kv.get(lifecycle_key("reboot"))).value == b"lifecycle"
+
+    # Compare-and-set of its own status, as the agent does: read the revision, update with it.
+    status = await kv.get(keys.status_key(A))
+    assert status.revision is not None
+    revision = await kv.update(keys.status_key(A), b"applied", last=status.revision)
+    with pytest.raises(KeyWrongLastSequenceError):
+        await kv.update(keys.status_key(A), b"stale", last=status.revision)
+    entry = await admin.get(keys.status_key(A))
+    assert entry is not None and entry.value == b"applied" and entry.revision == revision
+    assert node_a.violations == []
+
+
+async def test_a_watches_its_desired_state(node_a: Node, admin: NatsStore, bucket: str) -> None:
+    received: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_message(msg: Msg) -> None:
+        if not msg.headers or "Status" not in msg.headers:  # skip heartbeats
+            received.put_nowait(msg)
+
+    inbox = node_a.nc.new_inbox()
+    await node_a.nc.subscribe(inbox, cb=on_message)
+    subject = f"$KV.{bucket}.{keys.desired_key(A)}"
+    js = node_a.nc.jetstream(timeout=2)
+    config = api.ConsumerConfig(
+        name=f"watch{uuid.uuid4().hex[:8]}",  # with a name, the filter is in the API subject
+        deliver_subject=inbox,
+        filter_subject=subject,
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=api.AckPolicy.NONE,
+        flow_control=True,
+        idle_heartbeat=1.0,
+        inactive_threshold=5.0,
+        mem_storage=True,
+    )
+    await js.add_consumer(f"KV_{bucket}", config=config)
+    first = await asyncio.wait_for(received.get(), 5)
+    assert first.subject == subject and first.data == f"desired {A}".encode()
+    await admin.put(keys.desired_key(B), b"for b")  # not delivered to A
+    await admin.put(keys.desired_key(A), b"new for a")
+    second = await asyncio.wait_for(received.get(), 5)
+    assert second.subject == subject and second.data == b"new for a"
+    assert node_a.violations == []
+
+
+async def test_a_cannot_read_b(node_a: Node, bucket: str) -> None:
+    kv = await bind(node_a, bucket)
+    for key in (keys.desired_key(B), keys.status_key(B), node_key(B)):
+        with pytest.raises(nats.errors.TimeoutError):
+            await kv.get(key)
+        await node_a.denied(f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{key}")
+    # The other ways to read a message: the key in the body, or the stream's message API.
+    body = json.dumps({"last_by_subj": f"$KV.{bucket}.{keys.desired_key(B)}"}).encode()
+    for subject in (f"$JS.API.DIRECT.GET.KV_{bucket}", f"$JS.API.STREAM.MSG.GET.KV_{bucket}"):
+        assert await node_a.request(subject, body) is None
+        await node_a.denied(subject)
+
+
+async def test_a_cannot_watch_b_or_sniff_replies(node_a: Node, bucket: str) -> None:
+    kv_stream = f"KV_{bucket}"
+    js = node_a.nc.jetstream(timeout=DENIED)
+    for name, filter_subject in [
+        ("w1", f"$KV.{bucket}.{keys.desired_key(B)}"),
+        ("w2", f"$KV.{bucket}.fleet.desired.>"),
+        (None, f"$KV.{bucket}.{keys.desired_key(A)}"),  # the filter only in the body
+    ]:
+        config = api.ConsumerConfig(
+            name=name, deliver_subject=node_a.nc.new_inbox(), filter_subject=filter_subject
+        )
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.add_consumer(kv_stream, config=config)
+    await node_a.denied(f"$JS.API.CONSUMER.CREATE.{kv_stream}.w1.")
+    await node_a.denied(f"$JS.API.CONSUMER.CREATE.{kv_stream}.w2.")
+    await node_a.denied(f'Publish to "$JS.API.CONSUMER.CREATE.{kv_stream}"')
+
+    # A's own watch subject with a body filter for B: the server rejects the mismatch.
+    name = "w3"
+    own = f"$KV.{bucket}.{keys.desired_key(A)}"
+    request = {
+        "stream_name": kv_stream,
+        "config": {
+            "name": name,
+            "deliver_subject": node_a.nc.new_inbox(),
+            "filter_subject": f"$KV.{bucket}.{keys.desired_key(B)}",
+        },
+    }
+    reply = await node_a.request(
+        f"$JS.API.CONSUMER.CREATE.{kv_stream}.{name}.{own}", json.dumps(request).encode()
+    )
+    assert reply is not None and "error" in json.loads(reply.data)
+
+    # Other clients' replies (and watch deliveries) go to their inboxes: A may not listen.
+    for subject in ("_INBOX.>", "_INBOX_node-b.>", ">"):
+        await node_a.nc.subscribe(subject)
+        await node_a.denied(f'Subscription to "{subject}"')
+
+
+async def test_a_cannot_write_b_status_nor_its_desired_state(
+    node_a: Node, admin: NatsStore, bucket: str
+) -> None:
+    kv = await bind(node_a, bucket)
+    for key in (keys.status_key(B), keys.desired_key(A), keys.desired_key(B)):
+        with pytest.raises(nats.errors.TimeoutError):
+            await kv.put(key, b"forged")
+        await node_a.denied(f"$KV.{bucket}.{key}")
+    with pytest.raises(nats.errors.TimeoutError):
+        await kv.delete(keys.status_key(B))
+    for node in (A, B):
+        desired = await admin.get(keys.desired_key(node))
+        status = await admin.get(keys.status_key(B))
+        assert desired is not None and desired.value == f"desired {node}".encode()
+        assert status is not None and status.value == f"status {B}".encode()
+    # Nor change or delete the stream.
+    assert await node_a.request(f"$JS.API.STREAM.PURGE.KV_{bucket}") is None
+    assert await node_a.request(f"$JS.API.STREAM.DELETE.KV_{bucket}") is None
+
+
+async def test_the_admin_can_do_everything(admin: NatsStore) -> None:
+    for node in (A, B):
+        revision = await admin.put(keys.desired_key(node), b"new")
+        status = await admin.get(keys.status_key(node))
+        assert status is not None
+        await admin.update(keys.status_key(node), b"reset", expected_revision=status.revision)
+        assert revision > 0
+    assert {entry.key for entry in await admin.list("fleet.desired.")} == {
+        keys.desired_key(A),
+        keys.desired_key(B),
+    }
+    await admin.append("audit", b"event")
+    digest = await admin.put_blob(b"artifact")
+    assert await admin.has_blob(digest)
+
+
+async def test_a_wrong_password_is_refused(server: AuthNatsServer) -> None:
+    nc = Client()
+    try:
+        with pytest.raises(nats.errors.Error):
+            await nc.connect(
+                user_url(server, A, "wrong"), allow_reconnect=False, max_reconnect_attempts=0
+            )
+    finally:
+        await nc.close()
+
+
+async def test_the_cli_writes_a_config_the_server_enforces(tmp_path: Path) -> None:
+    out = tmp_path / "auth.conf"
+    args = ["config", "--node", A, "--node", B, "--bucket", "fleet", "--out", str(out)]
+    result = await asyncio.to_thread(CliRunner().invoke, nats_cli, args)
+    assert result.exit_code == 0, result.output
+    secrets_file = tmp_path / "auth.conf.passwords.json"
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert secrets_file.stat().st_mode & 0o777 == 0o600
+    secrets = json.loads(secrets_file.read_text())
+    assert set(secrets["nodes"]) == {A, B} and secrets["admin"]["user"] == "accord"
+    again = await asyncio.to_thread(CliRunner().invoke, nats_cli, args)
+    assert again.exit_code != 0 and "already exists" in again.output
+
+    server = AuthNatsServer(tmp_path / "nats", out.read_text())
+    try:
+        await asyncio.to_thread(server.start)
+    except NatsServerError as exc:
+        pytest.skip(f"NATS auth tests SKIPPED, no usable nats-server: {exc}")
+    try:
+        admin = secrets["admin"]
+        store = await NatsStore.open(
+            f"{user_url(server, admin['user'], admin['password'])}?bucket=fleet"
+        )
+        await store.put(keys.desired_key(B), b"for b")
+        await store.close()
+        node_passwords = secrets["nodes"]
+        node = Node()
+        await node.nc.connect(
+            user_url(server, A, node_passwords[A]),
+            inbox_prefix=node_inbox_prefix(A),
+            error_cb=node.on_error,
+            allow_reconnect=False,
+        )
+        try:
+            kv = await bind(node, "fleet")
+            with pytest.raises(KeyNotFoundError):  # allowed, but nothing there yet
+                await kv.get(keys.desired_key(A))
+            with pytest.raises(nats.errors.TimeoutError):
+                await kv.get(keys.desired_key(B))
+        finally:
+            await node.nc.close()
+    finally:
+        await asyncio.to_thread(server.stop)
