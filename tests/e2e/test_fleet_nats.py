@@ -19,7 +19,7 @@ from e2e.fleet_harness import Fleet, document, wait_until
 
 NODES = ["node-1", "node-2", "node-3"]
 MOTD = "etc/motd"
-COUNT = 400
+COUNT = 200
 FIRST = {MOTD: "managed by accord, v1\n"}
 
 
@@ -92,12 +92,6 @@ def test_agents_reconnect_after_nats_server_restarts(fleet: Fleet) -> None:
 RENAMED = "banner, after the rename\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="accord bug: a resource renamed with its path kept (id a -> b, same File path) is "
-    "applied, then the prune of the old id restores the file's prior content (or deletes it) "
-    "after the run reports success; only the drift loop puts it back",
-)
 def test_renaming_a_resource_keeps_its_file(fleet: Fleet) -> None:
     before = "banner, before the rename\n"
     generation = fleet.publish_yaml(document({"banner-a": (MOTD, before)}))
@@ -126,8 +120,11 @@ def test_renaming_a_resource_keeps_its_file(fleet: Fleet) -> None:
 
 def test_agents_keep_enforcing_without_the_control_plane(fleet: Fleet) -> None:
     files = {MOTD: RENAMED}
-    for node in NODES:  # settled (the rename above may still be being corrected)
-        wait_until(f"{node} to hold {RENAMED!r}", lambda n=node: fleet.files_match(n, files))
+
+    def settled() -> bool:  # the rename above may still be being repaired
+        return all(fleet.files_match(n, files) for n in NODES)
+
+    wait_until("every node to hold the renamed banner", settled)
     fleet.stop_server()
     node = "node-3"
     motd: Path = fleet.node_root(node) / MOTD

@@ -338,3 +338,19 @@ async def test_adopting_a_converged_path_copies_nothing_and_pruning_leaves_it(
     pruned = await converge(build_manifest([]), root, state_dir)
     assert pruned.resources[0].phase is Phase.PRUNED and "kept" in pruned.resources[0].reason
     assert (root / "model.bin").read_bytes() == b"big model" * 1000
+
+
+async def test_renaming_a_resource_hands_its_path_over(root: Path, state_dir: Path) -> None:
+    """Same path under a new id: a rename, not a removal plus a creation."""
+    (root / "motd").write_text("before accord\n")
+    await converge(build_manifest([file("banner-a", "motd", "managed\n")]), root, state_dir)
+    renamed = await converge(
+        build_manifest([file("banner-b", "motd", "managed\n")]), root, state_dir
+    )
+    assert renamed.state is RunState.SUCCEEDED
+    assert (root / "motd").read_text() == "managed\n"  # not restored under the new id's feet
+    gone = next(r for r in renamed.resources if r.id == "banner-a")
+    assert gone.phase is Phase.PRUNED and "handed over to 'banner-b'" in gone.reason
+    # the new id inherited the prior state: removing it for real restores what was there
+    await converge(build_manifest([]), root, state_dir)
+    assert (root / "motd").read_text() == "before accord\n"

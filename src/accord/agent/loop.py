@@ -122,8 +122,10 @@ class Agent:
                 await asyncio.sleep(1.0)
         while True:
             try:
-                async for event in self.fleet.watch(keys.desired_key(self.config.node)):
-                    if event.op is Op.PUT and event.value is not None:
+                key = keys.desired_key(self.config.node)
+                async for event in self.fleet.watch(key):
+                    # watch() is by prefix: fleet.desired.node-1 also matches node-10's key
+                    if event.key == key and event.op is Op.PUT and event.value is not None:
                         await self._offer(event.value)
             except errors.StoreError as exc:
                 log.warning("watch of desired state failed (%s); retrying", exc)

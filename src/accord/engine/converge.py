@@ -14,6 +14,8 @@ converges from whatever the failed attempt left behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -119,6 +121,7 @@ class Converge:
         self.journal = Journal(store)
         self.pruned: list[ResourceStatus] = []
         self.window_closed = False
+        self.heirs: dict[str, str] = {}  # pruned id → the new id that manages the same path
 
     # -- planning (read-only) ------------------------------------------------------------
 
@@ -155,15 +158,20 @@ class Converge:
             )
             steps.append(PlannedStep.of(slot.resource.id, slot.resource.kind, change, needs_stage))
         ids = {r.id for r in manifest.resources}
+        heirs = _heirs(manifest, [m for m in managed.values() if m.id not in ids])
+        for old, new in heirs.items():
+            if new not in managed:  # the new id inherits what accord found before the old one
+                managed[new] = dataclasses.replace(managed[old], id=new)
         prune = tuple(
             PlannedStep(
                 id=m.id,
                 kind=m.kind,
-                change=Change(action=Action.DELETE, reason="no longer in the manifest"),
+                change=Change(action=Action.DELETE, reason=_prune_reason(m.id, heirs)),
             )
             for m in managed.values()
             if m.id not in ids
         )
+        self.heirs = heirs
         plan = Plan(
             manifest=manifest.metadata.name,
             generation=manifest.metadata.generation,
@@ -292,12 +300,16 @@ class Converge:
         revert = self.options.on_failure == "revert"
         specs = [s.resource.spec.model_dump() for s in slots]
 
+        inherited = set(self.heirs.values())  # records taken over from a renamed id: rewrite
+
         def current_record(i: int) -> bool:
-            known = managed.get(slots[i].resource.id)
+            rid = slots[i].resource.id
+            known = managed.get(rid)
             return (
                 known is not None
+                and rid not in inherited
                 and known.spec == specs[i]
-                and (known.depends_on == slots[i].resource.depends_on)
+                and known.depends_on == slots[i].resource.depends_on
             )
 
         def instant(i: int) -> bool:
@@ -450,7 +462,9 @@ class Converge:
             record = gone[i]
             status = ResourceStatus(id=record.id, kind=record.kind, action=Action.DELETE)
             try:
-                if record.prior == KEEP:
+                if record.id in self.heirs:  # the path is still managed: only forget the id
+                    note = f"handed over to {self.heirs[record.id]!r}"
+                elif record.prior == KEEP:
                     note = "kept: it was already so when accord adopted it"
                 else:
                     provider = self.registry.get(record.kind)
@@ -539,6 +553,30 @@ def _conditions(run: RunRecord, statuses: list[ResourceStatus]) -> tuple[Conditi
         condition("Ready", applied_ok, "Converged", "NotConverged", failed_message),
         condition("Degraded", bool(bad), "ResourcesFailed", "Healthy", failed_message),
     )
+
+
+def _prune_reason(resource_id: str, heirs: dict[str, str]) -> str:
+    heir = heirs.get(resource_id)
+    return f"renamed to {heir!r}" if heir else "no longer in the manifest"
+
+
+def _heirs(manifest: Manifest, gone: list[Managed]) -> dict[str, str]:
+    """Old ids whose path a resource of the new manifest manages: a rename, not a removal.
+
+    Pruning such an id would restore the path's pre-accord state under the new resource's
+    feet; instead the new id takes over the old one's record (and so its prior state).
+    """
+    claimed: dict[tuple[str, str], str] = {}
+    for resource in manifest.resources:
+        path = getattr(resource.spec, "path", None)
+        if isinstance(path, str):
+            claimed[(resource.kind, os.path.normpath(path))] = resource.id
+    heirs: dict[str, str] = {}
+    for record in gone:
+        path = record.spec.get("path")
+        if isinstance(path, str) and (record.kind, os.path.normpath(path)) in claimed:
+            heirs[record.id] = claimed[(record.kind, os.path.normpath(path))]
+    return heirs
 
 
 def _error_record(exc: BaseException) -> ErrorRecord:
