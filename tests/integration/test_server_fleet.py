@@ -14,7 +14,7 @@ import pytest
 from accord import signing
 from accord.providers import registry
 from accord.store import keys
-from accord.testing.nats_server import start_or_skip
+from accord.testing.nats_server import NatsServer, start_or_skip
 from e2e.server_harness import LiveServer, motd
 
 
@@ -223,7 +223,7 @@ def test_fleet_status_shows_generations_and_marks_silent_nodes_stale(tmp_path: P
 
 
 def test_the_control_plane_runs_the_same_over_nats(tmp_path: Path) -> None:
-    nats = start_or_skip(tmp_path / "nats")
+    nats = start_or_skip(NatsServer(tmp_path / "nats"))
     try:
         with LiveServer.start(tmp_path, store_url=nats.url) as server:
             server.enrol("n1", {"site": "a"})
