@@ -196,6 +196,7 @@ class NatsStore:
         self._connected = asyncio.Event()
         self._watches: set[_Watch] = set()
         self._last_error: BaseException | None = None
+        self._refused: BaseException | None = None  # a login refusal seen while connecting
         self._closed = False
 
     @classmethod
@@ -457,11 +458,11 @@ class NatsStore:
         except TimeoutError as exc:
             await self._abandon()
             cause = self._last_error
-            # nats-py reports a refused login during connect as a plain Error.
-            if isinstance(cause, nats.errors.AuthorizationError) or (
-                cause is not None and "authorization violation" in str(cause).lower()
-            ):
-                raise errors.StoreError(f"{self.url}: the server refused us: {cause}") from cause
+            if self._refused is not None:
+                refusal = self._refused
+                raise errors.StoreError(
+                    f"{self.url}: the server refused us: {refusal}"
+                ) from refusal
             reason = "" if cause is None else f" (last error: {cause})"
             raise errors.StoreUnavailableError(
                 f"{self.url}: no server within {options.connect_timeout:g} s{reason}"
@@ -565,6 +566,8 @@ class NatsStore:
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
+        if _is_refusal(exc):
+            self._refused = exc  # kept: a later reset of the same attempt must not hide it
         if self._nc.is_connecting or self._nc.is_reconnecting:
             _log.debug("%s: %s", self.url, exc)  # expected while a server restarts
             # nats-py 2.16 does not close the connection of a failed (re)connect attempt (one
@@ -1210,3 +1213,10 @@ def _history(text: str, url: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise errors.InputError(f"invalid history={text!r} in {url!r}: give 1 to 64")
     return int(text)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """A refused login (nats-py reports it during connect as a plain Error, too)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
