@@ -13,10 +13,10 @@ Faults apply to every path and are read per request, so a test may change them b
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
+
+from local_http import ServedInThread
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Request:
 
 
 @dataclass
-class BlobServer:
+class BlobServer(ServedInThread):
     """A threaded HTTP/1.1 server serving ``blobs`` by path. Start it with ``with``."""
 
     blobs: dict[str, bytes] = field(default_factory=dict)
@@ -56,24 +56,8 @@ class BlobServer:
         return f"http://{host!s}:{port}{path}"
 
     def __enter__(self) -> BlobServer:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        # A short poll interval: shutdown() waits for the loop to notice, up to one interval.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
+        self._serve(_handler_for(self))
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 def _handler_for(server: BlobServer) -> type[BaseHTTPRequestHandler]:

@@ -23,8 +23,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
+
+from local_http import ServedInThread
 
 from accord.lifecycle.webhooks import verify_signature
 
@@ -57,7 +58,7 @@ class Received:
 
 
 @dataclass
-class Receiver:
+class Receiver(ServedInThread):
     """A threaded HTTP/1.1 server; ``secrets`` maps each path to its signing secret."""
 
     secrets: dict[str, str]
@@ -123,24 +124,8 @@ class Receiver:
                 loop.call_soon_threadsafe(changed.set)
 
     def __enter__(self) -> Receiver:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
+        self._serve(_handler_for(self))
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
