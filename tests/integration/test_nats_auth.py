@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -23,12 +27,15 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from typer.testing import CliRunner
 
+from accord import errors, signing
 from accord.cli.nats import app as nats_cli
-from accord.lifecycle.nodes import lifecycle_key, node_key
+from accord.lifecycle.definition import Facts, default_lifecycle
+from accord.lifecycle.nodes import add_node, lifecycle_key, node_key, transition
 from accord.store import keys
 from accord.store.nats import NatsStore
 from accord.store.nats_auth import authorization_config, node_inbox_prefix
 from accord.testing.nats_server import NatsServer, NatsServerError
+from helpers import build_manifest, file
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-secret"
 PASSWORDS = {"node-a": "pw-a", "node-b": "pw-b"}
@@ -334,3 +341,90 @@ async def test_the_cli_writes_a_config_the_server_enforces(tmp_path: Path) -> No
             await node.nc.close()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_an_agent_runs_on_its_own_credentials(
+    server: AuthNatsServer, bucket: str, tmp_path: Path
+) -> None:
+    """The real ``accord agent``, as node A's user: it watches, converges and reports."""
+    admin = await NatsStore.open(f"{user_url(server, ADMIN, ADMIN_PASSWORD)}?bucket={bucket}")
+    key = signing.SigningKey.generate()
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    key.verify_key.save(trust / "control-plane.pub")
+    await add_node(admin, A, default_lifecycle())
+    await transition(admin, default_lifecycle(), A, "provisioning", initiator="test", facts=Facts())
+    await admin.put(keys.desired_key(B), b"for b: A never sees it")
+
+    async def publish(generation: int) -> None:
+        manifest = build_manifest(
+            [file("motd", "etc/motd", f"v{generation}\n")], name="site", generation=generation
+        )
+        envelope = signing.sign(manifest, A, [key]).model_dump_json().encode()
+        await admin.put(keys.desired_key(A), envelope)
+
+    async def applied(generation: int) -> dict[str, Any]:
+        for _ in range(300):
+            entry = await admin.get(keys.status_key(A))
+            status = json.loads(entry.value) if entry else {}
+            if status.get("applied_generation") == generation:
+                return status
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"generation {generation} not applied; last status: {status}")
+
+    url = f"{user_url(server, A, PASSWORDS[A])}?bucket={bucket}&inbox={node_inbox_prefix(A)}"
+    root = tmp_path / "root"
+    root.mkdir()
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "accord", "agent", "--node", A, "--store", url,
+        "--trust", str(trust), "--root", str(root), "--state-dir", str(tmp_path / "state"),
+        "--heartbeat", "0.2", stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await publish(1)
+        assert (await applied(1))["state"] == "succeeded"
+        assert (root / "etc/motd").read_text() == "v1\n"
+        await publish(2)  # the watch (one consumer on A's own key) delivers the change
+        await applied(2)
+        assert (root / "etc/motd").read_text() == "v2\n"
+    finally:
+        agent.terminate()
+        _, stderr = await asyncio.wait_for(agent.communicate(), 30)
+        await admin.close()
+    assert agent.returncode == 0, stderr.decode()
+    assert b"Permissions Violation" not in stderr, stderr.decode()
+
+
+async def test_a_node_uses_the_nats_store_with_its_own_credentials(
+    server: AuthNatsServer, admin: NatsStore, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Exact watches, CAS of its status and a close whose consumer delete is denied: quietly."""
+    url = f"{user_url(server, A, PASSWORDS[A])}?bucket={bucket}&inbox={node_inbox_prefix(A)}"
+    store = await NatsStore.open(url)
+    try:
+        for _ in range(2):  # the second watch follows a close whose consumer delete was denied
+            events = store.watch(keys.desired_key(A), exact=True)
+            first = await anext(events)
+            assert (first.key, first.value) == (keys.desired_key(A), f"desired {A}".encode())
+            assert (await anext(events)).op.value == "ready"
+            await admin.put(keys.desired_key(B), b"not for a")
+            revision = await admin.put(keys.desired_key(A), b"next")
+            change = await asyncio.wait_for(anext(events), 5)
+            assert (change.key, change.value, change.revision) == (
+                keys.desired_key(A), b"next", revision,
+            )  # fmt: skip
+            await events.aclose()  # type: ignore[attr-defined]
+            await admin.put(keys.desired_key(A), f"desired {A}".encode())
+        status = await store.get(keys.status_key(A))
+        assert status is not None
+        await store.update(keys.status_key(A), b"applied", expected_revision=status.revision)
+        await asyncio.sleep(DENIED)  # let any violation reports arrive
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        # A prefix watch would see B's key: refused at once, not after the 5 s timeout.
+        started = time.monotonic()
+        with pytest.raises(errors.StoreError, match="permission denied") as denied:
+            await anext(store.watch("fleet.desired."))
+        assert not isinstance(denied.value, errors.StoreUnavailableError)
+        assert time.monotonic() - started < 2
+    finally:
+        await store.close()

@@ -123,9 +123,9 @@ class Agent:
         while True:
             try:
                 key = keys.desired_key(self.config.node)
-                async for event in self.fleet.watch(key):
-                    # watch() is by prefix: fleet.desired.node-1 also matches node-10's key
-                    if event.key == key and event.op is Op.PUT and event.value is not None:
+                # Exactly this key: on NATS it is also the only watch a node's credentials allow.
+                async for event in self.fleet.watch(key, exact=True):
+                    if event.op is Op.PUT and event.value is not None:
                         await self._offer(event.value)
             except errors.StoreError as exc:
                 log.warning("watch of desired state failed (%s); retrying", exc)

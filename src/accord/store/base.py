@@ -21,6 +21,9 @@ KV
     * ``watch(prefix)`` yields the current entries under the prefix, then one ``READY`` marker,
       then every later change (puts and deletes) in revision order, without gaps, until the
       iterator is closed. Changes made by other processes on the same store are seen too.
+      ``watch(key, exact=True)`` watches that one key only: a prefix would also match
+      ``node-10`` when watching ``node-1``, and on NATS an exact watch is one subject, which
+      costs the server one delivery per change instead of one per key under the prefix.
 
 Event log
     * ``append(stream, data)`` adds one record to an append-only, ordered stream and returns its
@@ -106,7 +109,7 @@ class Store(Protocol):
 
     async def list(self, prefix: str = "") -> builtins.list[Entry]: ...
 
-    def watch(self, prefix: str = "") -> AsyncIterator[WatchEvent]: ...
+    def watch(self, prefix: str = "", *, exact: bool = False) -> AsyncIterator[WatchEvent]: ...
 
     async def append(self, stream: str, data: bytes) -> int: ...
 
@@ -121,6 +124,11 @@ class Store(Protocol):
     async def has_blob(self, digest: str) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+def in_scope(key: str, prefix: str, *, exact: bool) -> bool:
+    """Whether a watch of ``prefix`` (or of exactly that key) sees ``key``."""
+    return key == prefix if exact else key.startswith(prefix)
 
 
 def check_key(key: str) -> None:

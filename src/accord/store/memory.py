@@ -41,7 +41,7 @@ class MemoryStore:
         self._seq = 0
         self._blobs: dict[str, bytes] = {}
         # One queue per open watch; ``None`` tells the watch that the store was closed.
-        self._watchers: dict[asyncio.Queue[base.WatchEvent | None], str] = {}
+        self._watchers: dict[asyncio.Queue[base.WatchEvent | None], tuple[str, bool]] = {}
         self._closed = False
 
     # KV
@@ -81,13 +81,17 @@ class MemoryStore:
         self._check_open()
         return self._entries(prefix)
 
-    async def watch(self, prefix: str = "") -> AsyncIterator[base.WatchEvent]:
+    async def watch(
+        self, prefix: str = "", *, exact: bool = False
+    ) -> AsyncIterator[base.WatchEvent]:
         self._check_open()
+        if exact:
+            base.check_key(prefix)
         queue: asyncio.Queue[base.WatchEvent | None] = asyncio.Queue()
         try:
             # Snapshot and subscribe with no await in between, so that no change is missed.
-            self._watchers[queue] = prefix
-            initial, revision = self._entries(prefix), self._revision
+            self._watchers[queue] = (prefix, exact)
+            initial, revision = self._entries(prefix, exact=exact), self._revision
             for entry in initial:
                 yield base.WatchEvent(base.Op.PUT, entry.key, entry.value, entry.revision)
             yield base.WatchEvent(base.Op.READY, "", None, revision)
@@ -169,8 +173,8 @@ class MemoryStore:
                 f"key {key!r} is at revision {entry.revision}, not {expected}"
             )
 
-    def _entries(self, prefix: str) -> builtins.list[base.Entry]:
-        entries = (entry for key, entry in self._kv.items() if key.startswith(prefix))
+    def _entries(self, prefix: str, *, exact: bool = False) -> builtins.list[base.Entry]:
+        entries = (e for key, e in self._kv.items() if base.in_scope(key, prefix, exact=exact))
         return sorted(entries, key=lambda entry: entry.key)
 
     def _write(self, key: str, value: bytes) -> int:
@@ -182,8 +186,8 @@ class MemoryStore:
         return self._revision
 
     def _notify(self, event: base.WatchEvent) -> None:
-        for queue, prefix in self._watchers.items():
-            if event.key.startswith(prefix):
+        for queue, (prefix, exact) in self._watchers.items():
+            if base.in_scope(event.key, prefix, exact=exact):
                 queue.put_nowait(event)
 
 

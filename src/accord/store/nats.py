@@ -68,7 +68,10 @@ Watch
     more than ``history`` times while a watch is cut off (a long network partition, say) leaves
     the watch its newest value, not the overwritten ones. Prefixes that end in ``.`` become
     subject filters (``a.b.`` -> ``$KV.<bucket>.a.b.>``); other prefixes filter the nearest
-    such subject client-side. ``list`` is a watch closed at ``READY``.
+    such subject client-side; an exact watch filters the key's own subject. So a fleet of
+    agents each watching ``fleet.desired.<node>`` exactly costs the server one delivery per
+    change, where prefix watches would cost one per agent (1,000 agents, 1,000 publishes:
+    10^3 instead of 10^6 messages). ``list`` is a watch closed at ``READY``.
 
 Durability
     A write returns when the server has stored it and acknowledged it. The server writes
@@ -89,7 +92,10 @@ Failures
     connection dropped may still be applied: the server may have it already, or nats-py sends
     it from its buffer after reconnecting. So after a ``StoreUnavailableError`` a write's fate
     is unknown: a retried ``put`` or compare-and-set is safe, a retried ``create`` may find its
-    own first attempt (``ConflictError``).
+    own first attempt (``ConflictError``). A request the user's permissions forbid (see
+    :mod:`accord.store.nats_auth`) fails at once with ``StoreError`` ("permission denied")
+    instead of waiting out ``timeout``: the server says so on the connection, not in a reply.
+    The one denial that is expected, deleting a closed watch's consumer, is logged at debug.
 
 Server requirements
     nats-server 2.11 or later with JetStream, and ``max_payload`` of at least 1 MiB + 4 KiB
@@ -143,6 +149,7 @@ _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _OPTIONS = frozenset({"bucket", "creds", "connect_timeout", "timeout", "history", "inbox"})
 _INBOX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_DENIED_PUBLISH = re.compile(r'permissions violation for publish to "([^"]+)"')
 _MIN_VERSION = (2, 11)
 _HEADROOM = 4096  # bytes of subject and headers next to a maximal value
 _MAX_CONSUMERS = 1_000_000
@@ -191,7 +198,8 @@ class NatsStore:
         self._obs_stream = f"OBJ_{options.bucket}"
         self._obs: ObjectStore | None = None
         self._inbox = ""
-        self._replies: dict[str, asyncio.Queue[Msg]] = {}
+        self._replies: dict[str, asyncio.Queue[Msg | errors.StoreError]] = {}
+        self._requests: dict[str, str] = {}  # token → subject (lowercased) of requests under way
         self._next_token = 0
         self._connected = asyncio.Event()
         self._watches: set[_Watch] = set()
@@ -294,9 +302,13 @@ class NatsStore:
                 entries.append(base.Entry(event.key, event.value, event.revision))
         return sorted(entries, key=lambda entry: entry.key)
 
-    async def watch(self, prefix: str = "") -> AsyncGenerator[base.WatchEvent, None]:
+    async def watch(
+        self, prefix: str = "", *, exact: bool = False
+    ) -> AsyncGenerator[base.WatchEvent, None]:
         self._check_open()
-        watch = _Watch(self, prefix)
+        if exact:
+            _check_key(prefix)
+        watch = _Watch(self, prefix, exact=exact)
         self._watches.add(watch)
         try:
             await watch.start()
@@ -578,8 +590,22 @@ class NatsStore:
                 transport.close()
         elif isinstance(exc, OSError | nats.errors.StaleConnectionError):
             _log.debug("%s: %s", self.url, exc)  # the connection dropped: we reconnect
+        elif (denied := _denied_subject(exc)) is not None:
+            self._deny(denied, exc)
         else:
             _log.warning("%s: %s", self.url, exc)
+
+    def _deny(self, subject: str, exc: Exception) -> None:
+        """Fail the requests to ``subject`` at once: the server will not answer them."""
+        if subject.startswith("$js.api.consumer.delete."):
+            # A node's credentials may not delete consumers (nats_auth); its closed watch
+            # vanishes after the inactivity threshold instead.
+            _log.debug("%s: %s", self.url, exc)
+            return
+        _log.warning("%s: %s", self.url, exc)
+        for token, requested in self._requests.items():
+            if requested == subject:
+                self._replies[token].put_nowait(errors.StoreError(f"permission denied: {exc}"))
 
     async def _on_disconnected(self) -> None:
         self._connected.clear()
@@ -618,8 +644,16 @@ class NatsStore:
         self._check_open()
         self._next_token += 1
         token = str(self._next_token)
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        queue: asyncio.Queue[Msg | errors.StoreError] = asyncio.Queue()
         self._replies[token] = queue
+        self._requests[token] = subject.lower()  # nats-py lowercases permission violations
+
+        async def reply() -> Msg:
+            answer = await queue.get()
+            if isinstance(answer, errors.StoreError):
+                raise errors.StoreError(f"{self.url}: {what}: {answer}") from answer
+            return answer
+
         try:
             with self._translated(what):
                 async with asyncio.timeout(self._options.timeout):
@@ -627,11 +661,11 @@ class NatsStore:
                     await self._nc.publish(
                         subject, payload, reply=self._inbox + token, headers=headers
                     )
-                    replies = [await queue.get()]
+                    replies = [await reply()]
                     while not until(replies[-1]) and _status(replies[-1]) != "503":
-                        replies.append(await queue.get())
+                        replies.append(await reply())
         finally:
-            del self._replies[token]
+            del self._replies[token], self._requests[token]
         if _status(replies[-1]) == "503":
             raise errors.StoreUnavailableError(
                 f"{self.url}: {what}: no responders (is JetStream up and the bucket there?)"
@@ -814,10 +848,12 @@ class _Watch:
     restart bumps ``_generation`` first, and messages for an older generation are dropped.
     """
 
-    def __init__(self, store: NatsStore, prefix: str) -> None:
+    def __init__(self, store: NatsStore, prefix: str, *, exact: bool) -> None:
         self._store = store
         self._prefix = prefix
-        self._filter = store._kv_filter(prefix)
+        self._exact = exact
+        # An exact watch is one subject: the server sends it nothing about other keys.
+        self._filter = store._kv_prefix + prefix if exact else store._kv_filter(prefix)
         self.events: asyncio.Queue[base.WatchEvent | errors.StoreError | None] = asyncio.Queue()
         # The initial values until READY is sent, then None.
         self._initial: dict[str, base.WatchEvent] | None = {}
@@ -998,7 +1034,7 @@ class _Watch:
         revision = meta.sequence.stream
         self._last_seq = max(self._last_seq, revision)
         key = msg.subject[len(self._store._kv_prefix) :]
-        if key.startswith(self._prefix):
+        if base.in_scope(key, self._prefix, exact=self._exact):
             if _is_delete(msg):
                 event = base.WatchEvent(base.Op.DELETE, key, None, revision)
             else:
@@ -1213,6 +1249,12 @@ def _history(text: str, url: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise errors.InputError(f"invalid history={text!r} in {url!r}: give 1 to 64")
     return int(text)
+
+
+def _denied_subject(exc: BaseException) -> str | None:
+    """The subject of a publish the server refused (lowercased, as nats-py reports it)."""
+    found = _DENIED_PUBLISH.search(str(exc).lower())
+    return None if found is None else found.group(1)
 
 
 def _is_refusal(exc: BaseException) -> bool:

@@ -202,11 +202,15 @@ class SqliteStore:
             rows = self._connection().execute(_LIST, _key_range(prefix)).fetchall()
         return [base.Entry(key, value, revision) for key, value, revision in rows]
 
-    async def watch(self, prefix: str = "") -> AsyncIterator[base.WatchEvent]:
+    async def watch(
+        self, prefix: str = "", *, exact: bool = False
+    ) -> AsyncIterator[base.WatchEvent]:
+        if exact:
+            base.check_key(prefix)
         wake = asyncio.Event()
         self._wakers.add(wake)
         try:
-            low, high = _key_range(prefix)
+            low, high = _key_range(prefix, exact=exact)
             initial, seen = self._snapshot(low, high)
             for key, value, revision in initial:
                 yield base.WatchEvent(base.Op.PUT, key, value, revision)
@@ -465,13 +469,14 @@ def _rowid(cursor: sqlite3.Cursor) -> int:
     return rowid
 
 
-def _key_range(prefix: str) -> tuple[str, str]:
-    """Bounds ``[low, high)`` of the keys that start with ``prefix``.
+def _key_range(prefix: str, *, exact: bool = False) -> tuple[str, str]:
+    """Bounds ``[low, high)`` of the keys that start with ``prefix`` (or equal it, ``exact``).
 
     Key characters are all below DEL (0x7f), so ``prefix + DEL`` is above every key with the
-    prefix. A range rather than LIKE, because ``_`` is a key character and a LIKE wildcard.
+    prefix, and above NUL, so ``key + NUL`` is above the key alone. A range rather than LIKE,
+    because ``_`` is a key character and a LIKE wildcard.
     """
-    return prefix, prefix + "\x7f"
+    return prefix, prefix + ("\x00" if exact else "\x7f")
 
 
 def _write_atomically(directory: Path, fill: Callable[[BinaryIO], Path | None]) -> None:

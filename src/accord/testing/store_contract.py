@@ -61,9 +61,11 @@ async def next_event(events: AsyncIterator[WatchEvent]) -> WatchEvent:
 
 
 @contextlib.asynccontextmanager
-async def watching(store: Store, prefix: str = "") -> AsyncIterator[AsyncIterator[WatchEvent]]:
-    """``store.watch(prefix)``, closed on exit even if the test fails."""
-    events = store.watch(prefix)
+async def watching(
+    store: Store, prefix: str = "", *, exact: bool = False
+) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+    """``store.watch(prefix, exact=exact)``, closed on exit even if the test fails."""
+    events = store.watch(prefix, exact=exact)
     try:
         yield events
     finally:
@@ -281,6 +283,32 @@ class StoreContract:
             deleted = await next_event(events)
             assert (deleted.op, deleted.key, deleted.value) == (Op.DELETE, "a/1", None)
             assert deleted.revision > third > second > first
+
+    async def test_an_exact_watch_sees_only_its_key(self, store: Store) -> None:
+        await store.put("node.1", b"mine")
+        await store.put("node.10", b"a longer key with my key as prefix")
+        await store.put("node.1.sub", b"a key below mine")
+        async with watching(store, "node.1", exact=True) as events:
+            assert list(await initial_values(events)) == ["node.1"]
+            await store.put("node.10", b"not mine")
+            await store.put("node.1.sub", b"not mine either")
+            mine = await store.put("node.1", b"new")
+            assert await next_event(events) == WatchEvent(Op.PUT, "node.1", b"new", mine)
+            await store.delete("node.1")
+            deleted = await next_event(events)
+            assert (deleted.op, deleted.key) == (Op.DELETE, "node.1")
+
+    async def test_an_exact_watch_of_a_missing_key_starts_empty(self, store: Store) -> None:
+        await store.put("node.10", b"not mine")
+        async with watching(store, "node.1", exact=True) as events:
+            assert await initial_values(events) == {}
+            created = await store.create("node.1", b"born")
+            assert await next_event(events) == WatchEvent(Op.PUT, "node.1", b"born", created)
+
+    async def test_an_exact_watch_needs_a_valid_key(self, store: Store) -> None:
+        async with watching(store, "node.", exact=True) as events:
+            with pytest.raises(errors.InputError, match="node"):
+                await anext(events)
 
     async def test_a_watch_cancelled_right_after_a_write_ends(self, store: Store) -> None:
         """Cancelling a consumer must end its watch even when a write just woke it."""
