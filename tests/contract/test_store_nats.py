@@ -203,6 +203,17 @@ async def test_a_custom_inbox_prefix(nats_url: str) -> None:
         await store.destroy()
 
 
+async def test_the_watch_heartbeat_comes_from_the_url(nats_url: str) -> None:
+    store = await NatsStore.open(f"{nats_url}&heartbeat=2.5")
+    try:
+        async with watching(store, "k.a", exact=True) as events:
+            await initial_values(events)
+            consumers = await store._nc.jetstream().consumers_info(f"KV_{store.bucket}")
+            assert [c.config.idle_heartbeat for c in consumers] == [2.5]
+    finally:
+        await store.destroy()
+
+
 async def test_credentials_files(nats_url: str, tmp_path: Path) -> None:
     with pytest.raises(errors.InputError, match="no credentials file"):
         await NatsStore.open(f"{nats_url}&creds={tmp_path}/missing.creds")
@@ -233,6 +244,7 @@ async def test_no_server_is_unavailable_after_the_connect_timeout() -> None:
         "nats://host?timeout=x",
         "nats://host?connect_timeout=-1",
         "nats://host?history=0",
+        "nats://host?heartbeat=0",
         "nats://host?history=65",
         "nats://host?sync=always",
         "nats://host?bucket",

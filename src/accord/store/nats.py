@@ -19,6 +19,11 @@ a token). Query options:
     Subject prefix of the replies this client receives (default ``_INBOX``). A user whose
     permissions let it subscribe only to its own prefix (see :mod:`accord.store.nats_auth`)
     must connect with that prefix.
+``heartbeat``
+    Seconds between a watch's idle heartbeats (default 1); three missed ones replace the
+    consumer. The server sends one per watch per interval, so a large fleet's agents may
+    prefer 5 (100,000 agents: 20,000 heartbeats/s instead of 100,000, see
+    docs/benchmarks.md); a dead watch is then noticed in ~15 s instead of ~3 s.
 ``history``
     Revisions kept per key, 1 to 64 (default 16), used when the bucket is created: more costs
     disk (up to ``history`` values per key), fewer shortens what a cut-off watch can catch up
@@ -147,7 +152,9 @@ _log = logging.getLogger(__name__)
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_OPTIONS = frozenset({"bucket", "creds", "connect_timeout", "timeout", "history", "inbox"})
+_OPTIONS = frozenset(
+    {"bucket", "creds", "connect_timeout", "timeout", "history", "inbox", "heartbeat"}
+)
 _INBOX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _DENIED_PUBLISH = re.compile(r'permissions violation for publish to "([^"]+)"')
 _MIN_VERSION = (2, 11)
@@ -178,19 +185,20 @@ class _Options:
     creds: Path | None
     connect_timeout: float
     timeout: float
+    heartbeat: float
     history: int
 
 
 class NatsStore:
     """The ``nats://`` backend. Open it with :meth:`open`; close it when done."""
 
-    def __init__(self, options: _Options, connection: Client, heartbeat: float) -> None:
+    def __init__(self, options: _Options, connection: Client) -> None:
         """Wrap an unconnected client; use :meth:`open` instead."""
         self.url = options.url
         self.bucket = options.bucket
         self._options = options
         self._nc = connection
-        self._heartbeat = heartbeat
+        self._heartbeat = options.heartbeat
         self._kv_stream = f"KV_{options.bucket}"
         self._kv_prefix = f"$KV.{options.bucket}."
         self._events_stream = f"EVENTS_{options.bucket}"
@@ -208,12 +216,11 @@ class NatsStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, url: str, *, heartbeat: float = 1.0) -> NatsStore:
+    async def open(cls, url: str) -> NatsStore:
         """Connect to the server named by ``url`` and create the bucket and streams if needed.
 
         Args:
             url: ``nats://HOST[:PORT]`` with the options of the module docstring.
-            heartbeat: seconds between a watch's idle heartbeats; three missed ones restart it.
 
         Raises:
             InputError: the URL is malformed.
@@ -228,7 +235,7 @@ class NatsStore:
                 raise errors.InputError(
                     f"{options.url}: creds= needs the nkeys package (pip install 'nats-py[nkeys]')"
                 )
-        store = cls(options, Client(), heartbeat)
+        store = cls(options, Client())
         await store._connect()
         try:
             await store._prepare()
@@ -1228,6 +1235,7 @@ def _parse_url(url: str) -> _Options:
         creds=None if creds is None else Path(creds),
         connect_timeout=_positive(option, "connect_timeout", 5.0, url),
         timeout=_positive(option, "timeout", 5.0, url),
+        heartbeat=_positive(option, "heartbeat", 1.0, url),
         history=_history(option.get("history", "16"), url),
     )
 
