@@ -354,3 +354,21 @@ async def test_renaming_a_resource_hands_its_path_over(root: Path, state_dir: Pa
     # the new id inherited the prior state: removing it for real restores what was there
     await converge(build_manifest([]), root, state_dir)
     assert (root / "motd").read_text() == "before accord\n"
+
+
+async def test_status_carries_the_providers_details_of_what_it_last_saw(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    fake.data["kept"] = "already"
+    manifest = build_manifest(
+        [fake_resource("made", "twelve chars"), fake_resource("kept", "already")],
+        registry=registry,
+    )
+    planned = await converge(manifest, root, state_dir, registry=registry,
+                             goal=StateGoal.DRY_RUN)  # fmt: skip
+    assert {r.id: r.details for r in planned.resources} == {"made": {}, "kept": {"length": 7}}
+    record = await converge(manifest, root, state_dir, registry=registry)
+    # "made" reports what verification observed after the apply, not the absent start.
+    assert {r.id: r.details for r in record.resources} == {
+        "made": {"length": 12}, "kept": {"length": 7},
+    }  # fmt: skip

@@ -218,7 +218,11 @@ class Agent:
         status.opens_at = record.opens_at
         status.resources = [
             ResourcePhase(
-                id=r.id, kind=r.kind, phase=r.phase, reason=r.error.message if r.error else r.reason
+                id=r.id,
+                kind=r.kind,
+                phase=r.phase,
+                reason=r.error.message if r.error else r.reason,
+                details=r.details,
             )
             for r in record.resources
         ]

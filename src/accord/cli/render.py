@@ -210,6 +210,8 @@ def _detail(status: ResourceStatus) -> str:
         parts.append(status.reason)
     if status.attempts > 1:
         parts.append(f"after {status.attempts} attempts")
+    if status.details:
+        parts.append(" ".join(f"{key}={value}" for key, value in status.details.items()))
     return "; ".join(parts)
 
 

@@ -82,8 +82,10 @@ class Slot:
     was_managed: bool = False
     note: str = ""  # overrides the change's reason (blocked, reverted, …)
 
-    def to_status(self) -> ResourceStatus:
+    def to_status(self, details: dict[str, Any] | None = None) -> ResourceStatus:
         change = self.change
+        if details is None:
+            details = self.provider.details(self.resource.spec, self.current)
         return ResourceStatus(
             id=self.resource.id,
             kind=self.resource.kind,
@@ -96,6 +98,7 @@ class Slot:
             error=self.error,
             diff=self.diff,
             output=self.output,
+            details=details,
         )
 
 
@@ -511,16 +514,21 @@ class Converge:
         slot.error = _error_record(exc)
 
     def _record(self, run: RunRecord, slots: list[Slot], plan: Plan) -> RunRecord:
-        """Fill the run record: counts of every phase, details of what is not plainly done."""
+        """Fill the run record: counts of every phase, statuses of what is not plainly done.
+
+        A resource whose provider reports details (a package's version, a unit's state) is
+        always listed, so that fleet status can show them; plain files are not, so that a
+        manifest of 10,000 converged files makes a small record.
+        """
         counts: dict[str, int] = {}
         for phase in [s.phase for s in slots] + [p.phase for p in self.pruned]:
             counts[phase.value] = counts.get(phase.value, 0) + 1
         changed = [s for s in slots if s.change is not None and not s.change.is_noop]
-        notable = [
-            s.to_status()
-            for s in slots
-            if s.phase is not Phase.APPLIED or s.change is None or not s.change.is_noop
-        ]
+        notable = []
+        for s in slots:
+            details = s.provider.details(s.resource.spec, s.current)
+            if details or s.phase is not Phase.APPLIED or s.change is None or not s.change.is_noop:
+                notable.append(s.to_status(details))
         notable += self.pruned
         run.counts = counts
         run.changed = sum(1 for s in changed if s.phase is Phase.APPLIED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +53,7 @@ class ResourceStatus(BaseModel):
     error: ErrorRecord | None = None
     diff: tuple[FieldChange, ...] = ()  # what verification still found different
     output: str | None = None  # Command's captured output, size-capped
+    details: dict[str, Any] = Field(default_factory=dict)  # per-kind facts (Provider.details)
 
 
 class ConditionStatus(enum.StrEnum):

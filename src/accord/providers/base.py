@@ -20,6 +20,10 @@ A provider's phases and what each promises (peace's check → apply → verify, 
 ``delete(ctx, spec, prior)``
     Idempotent. Puts back ``prior`` (a snapshot) if given, else removes what the resource
     manages. Used to prune resources that left the manifest and to revert a failed run.
+``details(spec, current) -> dict``
+    Pure. A few facts about the observed thing for status reports (a package's installed
+    version, a unit's active state, a container's start time and restarts): JSON values, keyed
+    by short snake_case names. Default: none.
 
 Failures are typed: raise :class:`~accord.errors.TransientError` for what a retry may fix and
 :class:`~accord.errors.PermanentError` for what it will not. Anything else is treated as
@@ -108,3 +112,7 @@ class Provider(Generic[S, O]):
     async def delete(self, ctx: Context, spec: S, prior: Memo | None) -> str | None:
         """Returns a short note for the status (\"removed\", \"restored prior content\")."""
         raise NotImplementedError
+
+    def details(self, spec: S, current: O | None) -> dict[str, Any]:
+        """Facts about the observed thing for status reports; see the module docstring."""
+        return {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -72,6 +72,9 @@ class FakeProvider(Provider[FakeSpec, str]):
 
     async def snapshot(self, ctx: Context, spec: FakeSpec, current: str | None) -> Memo | None:
         return None if current is None else {"value": current}
+
+    def details(self, spec: FakeSpec, current: str | None) -> dict[str, Any]:
+        return {} if current is None else {"length": len(current)}
 
     async def delete(self, ctx: Context, spec: FakeSpec, prior: Memo | None) -> str:
         self.calls.append(("delete", spec.key))
