@@ -365,6 +365,13 @@ class ProviderContract:
             allow_commands=self.allow_commands,
         )
 
+    def live_extra(self, sandbox: Sandbox) -> dict[str, Node]:
+        """Live state the provider manages beyond the sandbox's files, e.g. a package database
+        or a container engine (its stand-in): one entry per thing, ``Node(type="other", ...,
+        data=<its observable state as text>)``. The suite treats it as part of the live system
+        (unchanged by observe and stage, restored by delete, ...). Default: nothing."""
+        return {}
+
     def withdraw_sources(self, sandbox: Sandbox) -> None:
         """Make every source unreachable: the "network is gone" after staging."""
         if sandbox.sources.exists():
@@ -534,6 +541,7 @@ class ProviderContract:
         """The live system: the root and what lies outside it (not sources, not the state)."""
         live = {f"root/{n}": node for n, node in tree(sandbox.root, mtimes=mtimes).items()}
         live.update({f"outside/{n}": v for n, v in tree(sandbox.outside, mtimes=mtimes).items()})
+        live.update({f"extra/{n}": v for n, v in self.live_extra(sandbox).items()})
         return live
 
     async def _converge(self, ctx: Context, spec: Spec, sandbox: Sandbox) -> None:
