@@ -95,10 +95,12 @@ class LiveServer:
     ) -> Iterator[LiveServer]:
         """Serve ``create_app(**settings)`` until the block ends.
 
-        The store is ``store_url``, by default a new SQLite file ``tmp_path/accord.db``.
+        The store is ``store_url``, by default a new SQLite file ``tmp_path/accord.db``; the
+        control plane's flow run locks are in ``tmp_path/flows`` unless ``flows_dir`` is given.
         """
         db = tmp_path / "accord.db"
         url = store_url or f"sqlite:///{db}"
+        settings.setdefault("flows_dir", tmp_path / "flows")
         key = signing.SigningKey.generate()
         app = create_app(
             store=url,

@@ -260,6 +260,35 @@ async def test_bad_parameters_fail_before_anything_is_written(
     assert await store.read("flow-journal") == []
 
 
+async def test_start_records_the_run_and_go_drives_it_once(
+    runner: FlowRunner, registry: TaskRegistry, store: Store, fakes: dict[str, Any], tmp_path: Path
+) -> None:
+    spec = flow(registry, "name: s\ntasks:\n  - {id: a, task: step}\n")
+    started = await runner.start(spec, node="edge-1", context={"who": "test"})
+    run_id = started.record.run_id
+    stored = await FlowJournal(store).get(run_id)
+    assert stored.state is FlowState.RUNNING and stored.context == {"who": "test"}
+    assert fakes["step"].calls == []  # nothing executed yet
+    with pytest.raises(errors.AccordError, match="live process"):
+        RunLock.take(tmp_path / "locks", run_id)  # held from start until go ends
+    run = await started.go()
+    assert run.state is FlowState.SUCCEEDED and fakes["step"].calls == ["a"]
+    RunLock.take(tmp_path / "locks", run_id).release(finished=True)
+    with pytest.raises(RuntimeError, match="driven already"):
+        await started.go()
+
+
+async def test_a_definition_too_large_to_store_is_refused_before_anything_is_written(
+    runner: FlowRunner, registry: TaskRegistry, store: Store
+) -> None:
+    spec = flow(registry, "name: big\ntasks:\n  - id: a\n    task: step\n"
+                f"    with: {{pad: {'x' * 1_100_000}}}\n")  # fmt: skip
+    with pytest.raises(errors.InputError, match="KV limit"):
+        await runner.start(spec)
+    assert await store.list("") == []
+    assert await store.read("flow-journal") == []
+
+
 # -- failure policies --------------------------------------------------------------------
 
 
@@ -352,12 +381,13 @@ async def test_a_signal_wakes_a_waiting_task(
     await until(waiting)
     record = (await journal.runs())[0]
     assert record.waiting_for == {"approve": "signal approve"}
-    await flow_signals.send(store, record.run_id, "approve", {"by": "ops"})
+    await flow_signals.send(store, record.run_id, "approve", {"by": "ops"}, by="olga")
     run = await running
     assert run.state is FlowState.SUCCEEDED
     found = await events(store, run)
     receipt = next(e for e in found if e.get("task") == "approve" and e["state"] == "running")
     assert receipt["data"] == {"by": "ops"} and receipt["signal"] == "approve"
+    assert receipt["by"] == "olga"  # the sender, journaled with the receipt
     assert next(e for e in found if e.get("task") == "approve" and e["state"] == "succeeded")[
         "result"
     ] == {"signal": "approve", "data": {"by": "ops"}}

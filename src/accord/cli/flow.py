@@ -29,8 +29,7 @@ from accord.cli import render, runtime
 from accord.cli.options import JsonOpt, RootOpt, StateDirOpt, StoreOpt
 
 if TYPE_CHECKING:
-    from accord.engine.flows.journal import FlowRun, Replay
-    from accord.engine.flows.model import FlowSpec
+    from accord.engine.flows.journal import FlowRun
     from accord.engine.flows.runner import FlowRunner
     from accord.engine.flows.states import TaskState
     from accord.engine.local import LocalSession
@@ -152,6 +151,7 @@ def status(
     """A run's state, what it waits for, and every task's state."""
 
     async def main(stop: asyncio.Event) -> int:
+        from accord.engine.flows import view
         from accord.engine.flows.journal import FlowJournal
         from accord.engine.flows.lock import RunLock
 
@@ -168,10 +168,9 @@ def status(
                 record = runs[-1]
             else:
                 record = await journal.get(run_id)
-            flow = await journal.definition(record)
-            replay = await journal.replay(record)
+            tasks = await view.tasks_of(journal, record)
             live = RunLock.held(session.state_dir / "flows", record.run_id)
-        rows = _task_rows(flow, replay)
+        rows = [t.model_dump(mode="json", exclude_none=True) for t in tasks]
         if json_:
             render.emit_json({"run": record.model_dump(mode="json"), "live": live, "tasks": rows})
         else:
@@ -329,26 +328,6 @@ def _json(text: str, what: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise errors.InputError(f"{what} is not JSON: {exc}") from None
-
-
-def _task_rows(flow: FlowSpec, replay: Replay) -> list[dict[str, Any]]:
-    """Every task of the flow (and the failure hook if it ran) with its journaled state."""
-    rows = []
-    ids = [t.id for t in flow.tasks] + [
-        t for t in replay.tasks if t not in {s.id for s in flow.tasks}
-    ]
-    types = {t.id: t.task for t in flow.tasks}
-    for task_id in ids:
-        past = replay.tasks.get(task_id)
-        row: dict[str, Any] = {"id": task_id, "task": types.get(task_id, "transition")}
-        row["state"] = past.state.value if past else "pending"
-        row["attempt"] = past.attempt if past else 0
-        if past is not None and past.error is not None:
-            row["error"] = past.error
-        if past is not None and past.result is not None:
-            row["result"] = past.result
-        rows.append(row)
-    return rows
 
 
 def _show(record: FlowRun, rows: list[dict[str, Any]], live: bool) -> None:

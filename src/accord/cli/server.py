@@ -7,6 +7,10 @@ rotation); an empty or missing directory gets a new pair, ``signing.key`` (0600)
 The bootstrap admin token lives in ``--admin-token-file`` (default ``STATE_DIR/admin-token``):
 if the file exists its token is (re)seeded, otherwise a new token is written there (0600). The
 token itself is never printed; the command prints where it is and the dashboard's URL.
+
+Flows started through the API (``POST /api/v1/flows``) run in this process, with their run
+locks in ``STATE_DIR/flows`` (where ``accord flow --state-dir STATE_DIR`` keeps them too); the
+unfinished ones are resumed when the server starts again.
 """
 
 from __future__ import annotations
@@ -91,7 +95,11 @@ def serve(
         token_path = admin_token_file or base / "admin-token"
         token, new_token = admin_token(token_path)
         app = create_app(
-            store=store_url, signing_keys=signing_keys, stale_after=stale_after, admin_token=token
+            store=store_url,
+            signing_keys=signing_keys,
+            stale_after=stale_after,
+            admin_token=token,
+            flows_dir=base / "flows",
         )
     except errors.AccordError as exc:
         runtime.fail(exc)

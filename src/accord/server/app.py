@@ -10,13 +10,19 @@ the bootstrap admin token, if one is given. Handlers reach the store and setting
 Routes (all under ``/api/v1`` but ``/``, ``/dashboard/*`` and ``/healthz``), see each router's
 docstring for roles: ``auth`` (whoami, tokens), ``nodes`` (enrolment, labels, transitions,
 history, desired, status), ``manifests``, ``assignments``, ``status``, ``events`` (SSE),
-``lifecycles``, ``meta`` (signing keys). Errors map as :mod:`accord.server.problems` says.
+``lifecycles``, ``flows`` (workflow runs), ``meta`` (signing keys). Errors map as
+:mod:`accord.server.problems` says.
+
+Given a ``flows_dir``, the lifespan also starts a :class:`~accord.server.flows.FlowHost`,
+which runs the flows ``POST /flows`` starts, resumes its unfinished ones at start-up and
+stops them (resumably) at shutdown.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -27,11 +33,13 @@ from accord.model.specs import Spec
 from accord.providers import registry
 from accord.server import auth, problems
 from accord.server.context import ServerContext
+from accord.server.flows import FlowHost
 from accord.server.routes import (
     assignments,
     dashboard,
     enrolment,
     events,
+    flows,
     lifecycles,
     manifests,
     meta,
@@ -58,6 +66,7 @@ def create_app(
     admin_token: str | None = None,
     kinds: Mapping[str, type[Spec]] | None = None,
     event_poll_interval: float = 0.5,
+    flows_dir: Path | None = None,
 ) -> FastAPI:
     """Build the control plane.
 
@@ -68,6 +77,9 @@ def create_app(
         admin_token: if given, seeded at start-up as an admin token named ``admin``.
         kinds: the resource kinds manifests may use (default: every installed provider's).
         event_poll_interval: seconds between reads of the events stream by an idle SSE stream.
+        flows_dir: where the locks of the flow runs this control plane executes live
+            (``accord server`` uses ``STATE_DIR/flows``); None: it runs no flows itself, and
+            ``POST /flows`` answers 501.
 
     Raises:
         InputError: no signing keys, or a bad setting.
@@ -81,18 +93,25 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = await open_store(store) if isinstance(store, str) else store
+        host: FlowHost | None = None
         try:
             if admin_token is not None:
                 await auth.seed(opened, admin_token)
+            if flows_dir is not None:
+                host = FlowHost(opened, lock_dir=flows_dir, stale_after=stale_after)
+                await host.resume_all()
             app.state.accord = ServerContext(
                 store=opened,
                 signing_keys=tuple(signing_keys),
                 kinds=chosen_kinds,
                 stale_after=stale_after,
                 event_poll_interval=event_poll_interval,
+                flows=host,
             )
             yield
         finally:
+            if host is not None:
+                await host.close()
             if isinstance(store, str):
                 await opened.close()
 
@@ -114,6 +133,7 @@ def create_app(
         status,
         events,
         lifecycles,
+        flows,
         meta,
     ):
         app.include_router(module.router, prefix=API, responses=common)

@@ -7,7 +7,8 @@ and ``data["initiator"]`` is the caller's token name.
 
 Types: ``token.created``, ``token.revoked``, ``node.enrolled``, ``node.labels_changed``,
 ``manifest.published``, ``assignment.changed``, ``assignment.deleted``, ``desired.published``,
-``desired.withdrawn`` (plus ``node.transition`` from :mod:`accord.lifecycle.nodes`).
+``desired.withdrawn``, ``flow.started``, ``flow.signalled`` (plus ``node.transition`` from
+:mod:`accord.lifecycle.nodes`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ ASSIGNMENT_CHANGED = "assignment.changed"
 ASSIGNMENT_DELETED = "assignment.deleted"
 DESIRED_PUBLISHED = "desired.published"
 DESIRED_WITHDRAWN = "desired.withdrawn"
+FLOW_STARTED = "flow.started"
+FLOW_SIGNALLED = "flow.signalled"
 
 
 async def record(

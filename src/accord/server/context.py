@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from accord import signing
 from accord.model.specs import Spec
 from accord.model.status import utcnow
+from accord.server.flows import FlowHost
 from accord.store.base import Store
 
 
@@ -30,6 +31,7 @@ class ServerContext:
     stale_after: float  # seconds without a heartbeat before a node is Stale
     event_poll_interval: float  # seconds between reads of the events stream by an SSE stream
     clock: Callable[[], datetime] = field(default=utcnow)
+    flows: FlowHost | None = None  # None: this control plane runs no flows itself
 
 
 def context(request: Request) -> ServerContext:

@@ -5,6 +5,7 @@ error                       status  meaning
 ==========================  ======  =====================================================
 ``BadRequest``              400     the request cannot be read (encoding, a bad header)
 ``ManifestError``           422     the manifest is invalid; ``problems`` name line+field
+``InvalidFlowError``        422     the flow is invalid; ``problems`` name line+task
 ``StaleStateError``         409     the node moved since the caller looked (``expect``)
 ``TransitionError``         422     the lifecycle table or a guard refuses
 other ``InputError``        422     bad input; nothing was changed
@@ -19,7 +20,7 @@ request validation          422     pydantic refused a parameter or body (``prob
 Bad input never yields a 500: every ``InputError`` maps to a 4xx, and request bodies are
 validated by pydantic (422) before a handler runs. Every error body is a
 :class:`Problem`: ``{"detail": message, "error": class name}``, plus ``"problems"`` (one line
-each) for an invalid manifest or lifecycle and for request validation.
+each) for an invalid manifest, lifecycle or flow and for request validation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from accord import errors
+from accord.engine.flows.model import InvalidFlowError
 
 
 class BadRequest(errors.InputError):
@@ -70,7 +72,7 @@ def status_of(exc: errors.AccordError) -> int:
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.AccordError)
     body: dict[str, object] = {"detail": str(exc), "error": type(exc).__name__}
-    if isinstance(exc, errors.ManifestError):
+    if isinstance(exc, errors.ManifestError | InvalidFlowError):
         body["problems"] = exc.problems
     headers = {"Retry-After": "1"} if isinstance(exc, errors.StoreUnavailableError) else None
     return JSONResponse(body, status_code=status_of(exc), headers=headers)
@@ -103,7 +105,8 @@ class Problem(BaseModel):
     detail: str
     error: str = Field(default="", description="The accord error class, if accord raised it.")
     problems: list[str] | None = Field(
-        default=None, description="For an invalid manifest or lifecycle: one line per problem."
+        default=None,
+        description="For an invalid manifest, lifecycle or flow: one line per problem.",
     )
 
 
@@ -122,5 +125,6 @@ _WHY = {
     413: "The body is too large.",
     422: "Invalid input; nothing was changed.",
     428: "The record exists: send If-Match.",
+    501: "This control plane does not run flows (it was started without a flows directory).",
     503: "The store cannot be reached now; retry.",
 }

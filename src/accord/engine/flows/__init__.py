@@ -20,6 +20,7 @@ Modules::
     waits       halts, durable waits, operator decisions, the record while waiting
     signals     send(), the per-run signal watch
     journal     FlowRun records, the ``flow-journal`` stream, replay
+    view        what readers see: every task's state from the journal, runs selected
     lock        the per-run lock that tells a live run from a crashed one
     states      FlowState, TaskState and their transition tables
 """

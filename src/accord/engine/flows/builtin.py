@@ -132,6 +132,7 @@ class SleepTask(Task):
 
     name = "sleep"
     idempotent = True
+    device_local = False
     params_model = SleepParams
 
     async def execute(self, ctx: FlowContext, params: dict[str, Any]) -> Any:
@@ -154,6 +155,7 @@ class WaitSignalTask(Task):
 
     name = "wait_signal"
     idempotent = True
+    device_local = False
     params_model = WaitSignalParams
 
     async def execute(self, ctx: FlowContext, params: dict[str, Any]) -> Any:
@@ -174,6 +176,7 @@ class WaitConditionTask(Task):
 
     name = "wait_condition"
     idempotent = True
+    device_local = False
     params_model = WaitConditionParams
 
     async def execute(self, ctx: FlowContext, params: dict[str, Any]) -> Any:
@@ -235,6 +238,7 @@ class CallWebhookTask(Task):
 
     name = "call_webhook"
     idempotent = True
+    device_local = False
     retry: ClassVar[RetryPolicy | None] = RetryPolicy(attempts=5, base=1.0, cap=30.0)
     params_model = WebhookParams
 

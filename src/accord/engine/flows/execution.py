@@ -255,7 +255,8 @@ class Execution:
         except Halted as halted:
             await self.mark(i, TaskState.INTERRUPTED, reason=halted.reason)
             return False
-        receipt = {"signal": decision.name, "revision": decision.revision}
+        receipt = {"signal": decision.name, "revision": decision.revision,
+                   "by": decision.by or None}  # fmt: skip
         if decision.name == signals.SKIP:
             data = decision.data
             result = data.get("result") if isinstance(data, dict) else None

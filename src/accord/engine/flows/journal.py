@@ -54,7 +54,7 @@ class FlowRun(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)  # the caller's, kept for resume
     state: FlowState = FlowState.RUNNING
     pid: int = 0  # the process executing it now (or last)
-    host: str = Field(default_factory=socket.gethostname)
+    host: str = Field(default_factory=socket.gethostname)  # where pid is (set on resume)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     journal_from: int = 0  # sequence number of the run's first journal event

@@ -4,9 +4,10 @@ Both act on the node named by the ``node`` service, in the run's store (where no
 
 ``transition``
     Moves the node like ``accord node transition`` does, with the flow run as the initiator
-    and recorded in the history entry's ``workflow`` field. Idempotent: after a crash, a
-    re-run that finds the node already moved *by this run* to the target returns that
-    transition instead of failing.
+    and recorded in the history entry's ``workflow`` field. Its guards see the ``facts``
+    service if the run has one, else this machine's runs (the ``session`` service).
+    Idempotent: after a crash, a re-run that finds the node already moved *by this run* to
+    the target returns that transition instead of failing.
 ``wait_window``
     Returns at once when one of the node's maintenance windows is open, else sleeps
     (durably: a resumed run waits only the remainder) until the next one opens.
@@ -14,6 +15,7 @@ Both act on the node named by the ``node`` service, in the run's store (where no
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ from accord.engine.flows.context import FlowContext
 from accord.engine.flows.tasks import Task
 from accord.lifecycle import nodes
 from accord.lifecycle.definition import Facts
+
+FactsSource = Callable[[FlowContext, str], Awaitable[Facts]]
+"""The ``facts`` service: ``async (ctx, reason) -> Facts`` for the run's node."""
 
 
 class TransitionParams(BaseModel):
@@ -41,6 +46,7 @@ class TransitionTask(Task):
 
     name = "transition"
     idempotent = True
+    device_local = False  # acts on the store only
     params_model = TransitionParams
 
     async def execute(self, ctx: FlowContext, params: dict[str, Any]) -> Any:
@@ -61,7 +67,12 @@ class TransitionTask(Task):
 
 
 async def _facts(ctx: FlowContext, reason: str) -> Facts:
-    """What the guards see: this machine's runs when a local session is present."""
+    """What the guards see: the run's ``facts`` service if it has one (the control plane's
+    reads the node's reported status), else this machine's runs when a local session is
+    present."""
+    given: FactsSource | None = ctx.services.get("facts")
+    if given is not None:
+        return await given(ctx, reason)
     roles = frozenset(ctx.services.get("roles") or {"operator"})
     session = ctx.services.get("session")
     if session is not None:

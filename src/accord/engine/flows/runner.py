@@ -51,6 +51,12 @@ Crash and resume
     reverts are idempotent by contract, so a revert that was running is run again.
     Retry counts restart on resume; per-attempt timeouts restart too.
 
+Starting without waiting
+    ``run`` is ``start`` (check the parameters, take the lock, write the definition, the
+    ``started`` event and the record) followed by ``StartedRun.go`` (execute). A caller that
+    must answer before the run ends (the control plane's ``POST /flows``) calls ``start``,
+    answers with the record, and drives ``go`` in the background.
+
 Stopping
     The caller's ``stop`` event (Ctrl-C) starts nothing new, ends every wait, lets running
     tasks finish and leaves the run ``interrupted``, resumable. Cancelling the runner leaves it
@@ -61,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -120,6 +127,53 @@ class FlowRunner:
         self.concurrency = concurrency
         self.journal = FlowJournal(store)
 
+    async def start(
+        self,
+        flow: FlowSpec,
+        *,
+        params: Mapping[str, Any] | None = None,
+        node: str | None = None,
+        base_dir: Path | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> StartedRun:
+        """Check, lock and record a new run of ``flow``; execute nothing yet.
+
+        Takes the same arguments as :meth:`run` (but ``stop``). The returned run holds its lock
+        until :meth:`StartedRun.go` ends: call ``go`` exactly once. Until then the run is
+        recorded ``running`` by this process, and resumable as crashed if the process dies.
+
+        Raises:
+            InvalidFlowError: bad parameters; nothing was written.
+            InputError: the definition is too large to store; nothing was written.
+        """
+        run_id = new_run_id()
+        values = flow.bind(params or {}, run_id=run_id)
+        nodes = self._nodes(flow, values)
+        lock = RunLock.take(self.lock_dir, run_id)
+        try:
+            # The definition first: it is the write most likely to be refused (its size), and
+            # it is invisible until the record that names the run exists.
+            await self.journal.save_definition(run_id, flow)
+            first = await self.journal.event(run_id, "started", flow=flow.name, pid=os.getpid())
+            record = FlowRun(
+                run_id=run_id,
+                flow=flow.name,
+                source=flow.source,
+                params={k: v for k, v in values.items() if k not in BUILTIN_PLACEHOLDERS},
+                node=node,
+                base_dir=str(base_dir) if base_dir is not None else None,
+                context=dict(context or {}),
+                pid=os.getpid(),
+                journal_from=first,
+                tasks=len(flow.tasks),
+            )
+            await self.journal.save(record)
+        except BaseException:
+            lock.release(finished=False)
+            raise
+        self.observer.run(record)
+        return StartedRun(Execution(self, flow, record, nodes, None), lock)
+
     async def run(
         self,
         flow: FlowSpec,
@@ -145,31 +199,10 @@ class FlowRunner:
         Raises:
             InvalidFlowError: bad parameters; nothing was written.
         """
-        run_id = new_run_id()
-        values = flow.bind(params or {}, run_id=run_id)
-        nodes = self._nodes(flow, values)
-        lock = RunLock.take(self.lock_dir, run_id)
-        record: FlowRun | None = None
-        try:
-            first = await self.journal.event(run_id, "started", flow=flow.name, pid=os.getpid())
-            record = FlowRun(
-                run_id=run_id,
-                flow=flow.name,
-                source=flow.source,
-                params={k: v for k, v in values.items() if k not in BUILTIN_PLACEHOLDERS},
-                node=node,
-                base_dir=str(base_dir) if base_dir is not None else None,
-                context=dict(context or {}),
-                pid=os.getpid(),
-                journal_from=first,
-                tasks=len(flow.tasks),
-            )
-            await self.journal.save_definition(run_id, flow)
-            await self.journal.save(record)
-            self.observer.run(record)
-            return await Execution(self, flow, record, nodes, None).go(stop)
-        finally:
-            lock.release(finished=record is not None and record.state.terminal)
+        started = await self.start(
+            flow, params=params, node=node, base_dir=base_dir, context=context
+        )
+        return await started.go(stop)
 
     async def resume(self, run_id: str, *, stop: asyncio.Event | None = None) -> FlowRun:
         """Continue a run that crashed or was interrupted (see the module docstring).
@@ -201,7 +234,8 @@ class FlowRunner:
             record.state = next_flow_state(
                 record.state, FlowState.REVERTING if reverting else FlowState.RUNNING
             )
-            record.pid, record.resumed = os.getpid(), record.resumed + 1
+            record.pid, record.host = os.getpid(), socket.gethostname()
+            record.resumed += 1
             record.waiting_for, record.conditions = {}, ()
             await self.journal.save(record)
             self.observer.run(record)
@@ -240,3 +274,26 @@ class FlowRunner:
         if policy is not None and policy.attempts <= 1:
             policy = None
         return Node(spec, task, params, policy, not task.idempotent or task.reversible)
+
+
+class StartedRun:
+    """A run :meth:`FlowRunner.start` recorded and locked: :meth:`go` drives it, once."""
+
+    def __init__(self, execution: Execution, lock: RunLock) -> None:
+        self._execution = execution
+        self._lock: RunLock | None = lock
+
+    @property
+    def record(self) -> FlowRun:
+        """The run record (kept current while the run goes)."""
+        return self._execution.record
+
+    async def go(self, stop: asyncio.Event | None = None) -> FlowRun:
+        """Drive the run to its end or until ``stop`` is set; release its lock."""
+        lock, self._lock = self._lock, None
+        if lock is None:
+            raise RuntimeError(f"flow run {self.record.run_id} was driven already")
+        try:
+            return await self._execution.go(stop)
+        finally:
+            lock.release(finished=self.record.state.terminal)

@@ -68,8 +68,13 @@ class Received:
     by: str = ""
 
 
-async def send(store: base.Store, run_id: str, name: str, data: Any = None) -> int:
+async def send(
+    store: base.Store, run_id: str, name: str, data: Any = None, *, by: str | None = None
+) -> int:
     """Send signal ``name`` to a run; returns the revision written.
+
+    ``by`` names the sender (default: ``user@host pid N`` of this process); the run journals
+    it with its receipt.
 
     Raises:
         InputError: a bad name, or data that is not JSON-able.
@@ -79,7 +84,8 @@ async def send(store: base.Store, run_id: str, name: str, data: Any = None) -> i
     if await store.get(run_key(run_id)) is None:
         raise errors.NotFoundError(f"no flow run {run_id!r}")
     try:
-        value = json.dumps({"data": data, "sent_at": utcnow().isoformat(), "by": _sender()})
+        sent = {"data": data, "sent_at": utcnow().isoformat(), "by": by or _sender()}
+        value = json.dumps(sent)
     except (TypeError, ValueError) as exc:
         raise errors.InputError(f"signal data is not JSON-able: {exc}") from None
     unique = f"{time.time_ns():020d}-{secrets.token_hex(3)}"

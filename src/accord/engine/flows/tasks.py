@@ -18,6 +18,11 @@ What each promises:
 ``retry``
     The default retry policy of the type; a flow's ``retry:`` overrides it. Only
     ``TransientError`` is retried; every other exception fails the task at once.
+``device_local``
+    ``True`` (the default, so also for a third-party type that does not say) means the type
+    needs the machine the flow is about: its filesystem, its state dir, a ``session``
+    (``converge``; ``wait_window`` reads a windows file). Such flows run on the device with
+    ``accord flow run``; the control plane runs only flows whose every type says ``False``.
 ``params_model``
     If set, each task's ``with`` is validated against it when a run binds its parameters, so
     a bad parameter is an input error naming file, line and task before anything runs.
@@ -50,6 +55,7 @@ class Task:
     name: ClassVar[str]
     idempotent: ClassVar[bool] = False
     retry: ClassVar[RetryPolicy | None] = None
+    device_local: ClassVar[bool] = True
     params_model: ClassVar[type[BaseModel] | None] = None
 
     async def execute(self, ctx: FlowContext, params: dict[str, Any]) -> Any:

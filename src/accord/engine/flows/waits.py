@@ -142,7 +142,8 @@ class Waits:
                 await self.waker.wait(token, left)
         finally:
             await self.leave(ctx.task_id)
-        receipt = {"signal": name, "data": found.data, "revision": found.revision}
+        receipt = {"signal": name, "data": found.data, "revision": found.revision,
+                   "by": found.by or None}  # fmt: skip
         await self.mark(ctx.task_id, TaskState.RUNNING, wait=number, **receipt)
         await self.hub.consume(found)
         self.memos[(ctx.task_id, number)] = receipt
