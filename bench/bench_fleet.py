@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import base64
 import multiprocessing
-import os
 import socket
 import statistics
 import subprocess
@@ -50,7 +49,7 @@ from accord.providers import registry
 from accord.store import open_store
 from accord.store.base import Op
 from accord.store.keys import desired_key, status_key
-from accord.testing.nats_server import NatsServer
+from accord.store.nats_server import NatsServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, describe, machine, save_results, table
@@ -256,7 +255,7 @@ def accord_round(count: int, procs: int, heartbeat: float, tmp: Path) -> Round:
                     url, b'"applied_generation":2,', count, lambda: must(client, body)
                 )
             cp_mb = peak_rss_mb(server.pid)
-            nats_mb = peak_rss_mb(child_pid("nats-server"))
+            nats_mb = peak_rss_mb(nats_server.pid)
         finally:
             stop_agents(agents, done)
             server.terminate()
@@ -273,7 +272,7 @@ def raw_round(count: int, procs: int, tmp: Path) -> Round:
         try:
             payload = MANIFEST.encode() * 2  # about an envelope's size
             publish_s, latencies = asyncio.run(raw_change(nats_server.url, bucket, nodes, payload))
-            nats_mb = peak_rss_mb(child_pid("nats-server"))
+            nats_mb = peak_rss_mb(nats_server.pid)
         finally:
             stop_agents(agents, done)
     return summarise("raw nats-py", count, publish_s, latencies, 0.0, nats_mb)
@@ -387,21 +386,13 @@ def wait_healthy(client: httpx.Client) -> None:
     raise SystemExit("the control plane did not start")
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int | None) -> float:
     """The peak resident set (VmHWM) of a live process, from /proc."""
+    assert pid is not None, "the process is not running"
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise ValueError(f"no VmHWM for process {pid}")
-
-
-def child_pid(name: str) -> int:
-    """The pid of this process's child named ``name`` (the nats-server NatsServer started)."""
-    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                return int(pid)
-    raise ValueError(f"no child process {name}")
 
 
 def main() -> None:
