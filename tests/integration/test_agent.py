@@ -45,9 +45,13 @@ class Fleet:
 
         return asyncio.run(go())
 
-    def envelope(self, generation: int, resources: list[dict[str, Any]]) -> bytes:
+    def envelope(
+        self, generation: int, resources: list[dict[str, Any]], *, sequence: int | None = None
+    ) -> bytes:
+        """Signed as publish ``sequence`` (by default the generation: one manifest here)."""
         manifest = build_manifest(resources, name="site", generation=generation)
-        return signing.sign(manifest, NODE, [self.key]).model_dump_json().encode()
+        signed = signing.sign(manifest, NODE, [self.key], sequence=sequence or generation)
+        return signed.model_dump_json().encode()
 
     def publish(self, data: bytes) -> None:
         self.run(lambda store: store.put(desired_key(NODE), data))

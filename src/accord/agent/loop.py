@@ -3,10 +3,13 @@
 What it does, concurrently, until stopped:
 
 * **watch** ``fleet.desired.<node>``: every new envelope is verified (signature, addressed to
-  this node, not a replay) and checked against the kind allow-list. A refused envelope is
-  reported as a ``ManifestVerified=False`` condition and the previous manifest stays in force.
-  An accepted one is saved to disk first (``STATE_DIR/desired.json``, atomically), so a
-  restarted agent enforces it even while the control plane or the store is unreachable.
+  this node, not a replay: its publish sequence is not below the accepted one) and checked
+  against the kind allow-list. A refused envelope is reported as a ``ManifestVerified=False``
+  condition and the previous manifest stays in force. An accepted one is saved to disk first
+  (``STATE_DIR/desired.json``, atomically), so a restarted agent enforces it even while the
+  control plane or the store is unreachable. The saved envelope is also the agent's replay
+  memory: its signed sequence is re-verified at start-up and becomes the ``last`` accepted,
+  so a restart does not reopen the door to older envelopes.
 * **converge**: stage at once, then apply when the gate opens (lifecycle policy, maintenance
   windows, force); a run that waits for a window is retried when the window opens.
 * **detect drift** every ``drift_interval`` seconds: a dry run; drift is reported as
@@ -48,7 +51,7 @@ class Current:
 
     manifest: Manifest
     envelope: bytes
-    accepted: signing.Accepted  # generation and digest, for replay protection
+    accepted: signing.Accepted  # sequence + digest (replay protection), generation (status)
 
     @property
     def generation(self) -> int:

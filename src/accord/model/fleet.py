@@ -4,6 +4,8 @@ Keys (``.`` separates levels, so that NATS subject permissions can say "node A r
 ``fleet.desired.A`` and writes only ``fleet.status.A``"):
 
 ``fleet.desired.<node>``     the signed manifest envelope for the node (control plane writes)
+``fleet.sequence.<node>``    the node's publish counter (:mod:`accord.server.publish`; control
+                             plane only, agents never read it; it outlives withdrawals)
 ``fleet.status.<node>``      the node's typed status (the node's agent writes, compare-and-set)
 ``fleet.manifests.<name>``   a manifest's versions (control plane)
 ``fleet.assignments.<name>`` manifest → label selector (control plane)
