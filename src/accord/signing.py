@@ -4,6 +4,7 @@ Envelope
     What the control plane writes to ``fleet.desired.<node>`` (JSON)::
 
         {"node": "edge-1",
+         "sequence": 42,
          "signed_at": "2025-03-30T01:00:00.000000Z",
          "manifest": "{\\"api_version\\":\\"accord/v1\\",\\"metadata\\":{...},...}",
          "signatures": [{"key_id": "3f9a0c1d2e4b5a67", "algorithm": "ed25519",
@@ -24,12 +25,21 @@ Canonicalisation
 What is signed
     Every envelope field but the signatures, in one unambiguous message::
 
-        b"accord-signed-manifest/v1\\n" + node + b"\\n" + signed_at + b"\\n" + manifest
+        b"accord-signed-manifest/v2\\n" + node + b"\\n" + sequence + b"\\n" + signed_at
+            + b"\\n" + manifest
 
-    ``node`` matches ``NODE_ID`` (no newline), ``signed_at`` is the instant in UTC rendered as
+    ``node`` matches ``NODE_ID`` (no newline), ``sequence`` is the publish sequence in decimal
+    ASCII (no sign, no leading zeros), ``signed_at`` is the instant in UTC rendered as
     ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the same instant in any offset gives the same text), and
     ``manifest`` is the UTF-8 of the envelope's manifest text. Signing the node means a manifest
-    addressed to node A cannot be replayed to node B.
+    addressed to node A cannot be replayed to node B; signing the sequence means an envelope
+    cannot be moved forward in a node's history.
+
+    Version 1 (``accord-signed-manifest/v1``: the same message without the sequence) is not
+    accepted: there was no installed base of v1 agents or envelopes, so v2 does not carry a
+    compatibility path. An envelope without ``sequence`` is refused as ``malformed`` with a
+    message saying it is a v1 envelope; a v1 signature over v2 fields cannot verify (the tag
+    differs), and a v1 agent refuses a v2 envelope as ``malformed`` (an unknown field).
 
 Trust
     An agent pins one or more public keys (a :class:`TrustStore`). An envelope is authentic if
@@ -39,11 +49,27 @@ Trust
     the old key is refused (``unknown_key``).
 
 Replay
-    Generations only move forward. The caller passes what it accepted last (:class:`Accepted`:
-    generation + digest of the signed manifest bytes). A lower generation is ``replayed``; the
-    same generation with different bytes is ``replayed`` too (a generation is immutable once
-    accepted); the same generation with the same bytes is accepted again (re-delivery, or a
-    re-signing with a new key during rotation).
+    Every envelope carries a per-node publish *sequence*, and sequences only move forward. The
+    control plane hands out a new sequence for every new manifest text it publishes to a node
+    (:mod:`accord.server.publish`), higher than every sequence that node was ever sent, including
+    before a withdrawal; re-signing the same text (a key rotation) keeps its sequence. The caller
+    passes what it accepted last (:class:`Accepted`: sequence, generation, and the digest of the
+    signed manifest bytes). A lower sequence is ``replayed``; the same sequence with different
+    bytes is ``replayed`` too (a sequence names one manifest text for good); the same sequence
+    with the same bytes is accepted again (re-delivery, or a re-signing with a new key during
+    rotation). A higher sequence is accepted whatever its manifest's name and generation.
+
+    Why a sequence and not the manifest's generation: generations count per manifest *name*,
+    while replay is about what one *node* was told. A node reassigned from ``big`` (generation
+    7) to ``small`` (generation 2) must accept ``small``, yet must still refuse ``big``
+    generation 7 if an attacker re-plays that old, validly signed envelope; only an order over
+    everything the node was sent tells the two apart. The generation stays in the manifest (and
+    in :class:`Accepted`) for status reporting: it says which content is in force, the
+    sequence says which publish delivered it.
+
+    Replay protection is only as durable as the ``last`` the caller keeps: an agent that lost
+    it (a wiped state directory, or a saved envelope that no longer verifies because its only
+    signing key was unpinned) accepts any authentic envelope addressed to it, once.
 
 Checks run in this order, and the first failure is the :class:`SignatureError` ``reason``:
 ``malformed`` (not an envelope: :func:`load_envelope`) → ``unsigned`` → ``unknown_key`` →
@@ -82,7 +108,8 @@ from accord.model.status import Condition, ConditionStatus
 ED25519 = "ed25519"
 NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"  # the node ids of accord.lifecycle.nodes
 CONDITION_TYPE = "ManifestVerified"
-DOMAIN = b"accord-signed-manifest/v1"
+DOMAIN = b"accord-signed-manifest/v2"
+MAX_SEQUENCE = 2**53 - 1  # I-JSON (RFC 7493): exact in every JSON parser, JavaScript's too
 PRIVATE_MODE, PUBLIC_MODE = 0o600, 0o644
 
 
@@ -93,7 +120,7 @@ class Reason(enum.StrEnum):
     UNKNOWN_KEY = "unknown_key"  # no signature by a pinned key
     BAD_SIGNATURE = "bad_signature"  # a pinned key's signature does not verify: tampered
     WRONG_NODE = "wrong_node"  # authentic, but addressed to another node
-    REPLAYED = "replayed"  # an older generation, or an accepted generation with other content
+    REPLAYED = "replayed"  # an older publish sequence, or an accepted sequence with other content
     MALFORMED = "malformed"  # not a signed manifest envelope
 
 
@@ -135,6 +162,9 @@ class SignedManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     node: str = Field(pattern=NODE_ID, max_length=200)
+    sequence: int = Field(
+        ge=1, le=MAX_SEQUENCE, description="the node's publish sequence (see Replay)"
+    )
     signed_at: AwareDatetime
     manifest: str = Field(description="the manifest's canonical JSON text (see canonical_bytes)")
     signatures: tuple[Signature, ...] = ()
@@ -146,10 +176,14 @@ class SignedManifest(BaseModel):
 
 
 class Accepted(BaseModel):
-    """The last manifest an agent accepted, as replay protection needs it. Persist it."""
+    """The last manifest an agent accepted, as replay protection needs it. Persist it.
+
+    ``sequence`` and ``digest`` decide replays; ``generation`` is the manifest's, for status.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    sequence: int = Field(ge=1)
     generation: int = Field(ge=0)
     digest: str
 
@@ -172,10 +206,12 @@ def canonical_bytes(manifest: Manifest) -> bytes:
     return text.encode("utf-8")
 
 
-def signed_message(node: str, signed_at: datetime, manifest: bytes) -> bytes:
-    """The exact message a signature covers."""
+def signed_message(node: str, sequence: int, signed_at: datetime, manifest: bytes) -> bytes:
+    """The exact message a signature covers (the fields in the order they are signed)."""
     instant = signed_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-    return b"\n".join((DOMAIN, node.encode("utf-8"), f"{instant}Z".encode(), manifest))
+    return b"\n".join(
+        (DOMAIN, node.encode("utf-8"), str(sequence).encode(), f"{instant}Z".encode(), manifest)
+    )
 
 
 def load_envelope(data: str | bytes) -> SignedManifest:
@@ -187,6 +223,12 @@ def load_envelope(data: str | bytes) -> SignedManifest:
     try:
         return SignedManifest.model_validate_json(data)
     except ValidationError as exc:
+        if any(e["loc"] == ("sequence",) and e["type"] == "missing" for e in exc.errors()):
+            raise SignatureError(
+                Reason.MALFORMED,
+                "a v1 envelope (no publish sequence): this agent accepts "
+                f"{DOMAIN.decode()} only; publish again from an upgraded control plane",
+            ) from None
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'envelope'}: {e['msg']}"
             for e in exc.errors()[:3]
@@ -385,12 +427,19 @@ def _write(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
 
 
 def sign(
-    manifest: Manifest, node: str, keys: Sequence[SigningKey], *, signed_at: datetime | None = None
+    manifest: Manifest,
+    node: str,
+    keys: Sequence[SigningKey],
+    *,
+    sequence: int,
+    signed_at: datetime | None = None,
 ) -> SignedManifest:
-    """Address ``manifest`` to ``node`` and sign it with every key (old and new in a rotation).
+    """Address ``manifest`` to ``node`` as publish ``sequence`` and sign it with every key (old
+    and new in a rotation). The caller owns the sequence (see Replay in the module docstring).
 
     Raises:
-        InputError: no keys, the same key twice, or a node id that is not one.
+        InputError: no keys, the same key twice, a node id that is not one, or a sequence
+            outside 1 .. ``MAX_SEQUENCE``.
     """
     if not keys:
         raise errors.InputError("signing needs at least one key")
@@ -400,12 +449,16 @@ def sign(
     when = signed_at or datetime.now(UTC)
     if when.tzinfo is None:
         raise errors.InputError("signed_at needs a timezone")
+    if not 1 <= sequence <= MAX_SEQUENCE:
+        raise errors.InputError(f"a publish sequence is 1 .. {MAX_SEQUENCE}, not {sequence}")
     payload = canonical_bytes(manifest)
     try:
-        envelope = SignedManifest(node=node, signed_at=when, manifest=payload.decode("utf-8"))
+        envelope = SignedManifest(
+            node=node, sequence=sequence, signed_at=when, manifest=payload.decode("utf-8")
+        )
     except ValidationError:
         raise errors.InputError(f"not a node id: {node!r}") from None
-    message = signed_message(envelope.node, envelope.signed_at, payload)
+    message = signed_message(envelope.node, envelope.sequence, envelope.signed_at, payload)
     signatures = tuple(
         Signature(key_id=key.key_id, signature=base64.b64encode(key.sign(message)).decode())
         for key in keys
@@ -484,7 +537,7 @@ class TrustStore:
             payload = envelope.manifest.encode("utf-8")
         except UnicodeEncodeError:
             raise SignatureError(Reason.MALFORMED, "the manifest text is not valid UTF-8") from None
-        message = signed_message(envelope.node, envelope.signed_at, payload)
+        message = signed_message(envelope.node, envelope.sequence, envelope.signed_at, payload)
         good = tuple(key.key_id for sig, key in pinned if key.verifies(_decode(sig), message))
         if not good:
             tried = ", ".join(key.key_id for _, key in pinned)
@@ -501,7 +554,11 @@ class TrustStore:
         manifest = loading.parse_manifest(
             envelope.manifest, source=f"signed manifest for {node}", kinds=kinds
         )
-        accepted = Accepted(generation=manifest.metadata.generation, digest=envelope.digest)
+        accepted = Accepted(
+            sequence=envelope.sequence,
+            generation=manifest.metadata.generation,
+            digest=envelope.digest,
+        )
         _check_replay(manifest.metadata.name, accepted, last)
         return Verified(manifest=manifest, accepted=accepted, key_ids=good)
 
@@ -515,19 +572,21 @@ def _decode(signature: Signature) -> bytes:
 
 
 def _check_replay(name: str, accepted: Accepted, last: Accepted | None) -> None:
+    """Order by publish sequence only (see Replay): names and generations do not decide."""
     if last is None:
         return
-    if accepted.generation < last.generation:
+    if accepted.sequence < last.sequence:
         raise SignatureError(
             Reason.REPLAYED,
-            f"{name} generation {accepted.generation} is older than the accepted "
-            f"generation {last.generation}",
+            f"publish sequence {accepted.sequence} ({name} generation {accepted.generation}) "
+            f"is older than the accepted sequence {last.sequence} "
+            f"(generation {last.generation})",
         )
-    if accepted.generation == last.generation and accepted.digest != last.digest:
+    if accepted.sequence == last.sequence and accepted.digest != last.digest:
         raise SignatureError(
             Reason.REPLAYED,
-            f"{name} generation {accepted.generation} was accepted with other content "
-            f"({last.digest}); a generation cannot change",
+            f"publish sequence {accepted.sequence} ({name} generation {accepted.generation}) "
+            f"was accepted with other content ({last.digest}); a sequence cannot change",
         )
 
 

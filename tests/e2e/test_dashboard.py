@@ -115,6 +115,7 @@ def render(server: LiveServer, tmp_path: Path, token: str) -> Page:
 def test_the_dashboard_shows_the_fleet(server: LiveServer, tmp_path: Path) -> None:
     agent = server.enrol("edge-1", {"site": "fab1"})
     server.enrol("edge-2", {"site": "fab2"})
+    moved = server.enrol("edge-3", {"site": "fab1"})  # reassigned; still runs its old manifest
     with server.client(server.admin_token) as admin:
         admin.post("/api/v1/manifests", content=motd()).raise_for_status()
         admin.put("/api/v1/assignments/motd", json={"selector": {"site": "fab1"}})
@@ -131,16 +132,30 @@ def test_the_dashboard_shows_the_fleet(server: LiveServer, tmp_path: Path) -> No
             },
         ).raise_for_status()
 
+    with server.client(moved) as client:
+        client.put(
+            "/api/v1/nodes/edge-3/status",
+            json={
+                "node": "edge-3",
+                "applied_manifest": "old",
+                "applied_generation": 1,
+                "heartbeat_at": datetime.now(UTC).isoformat(),
+            },
+        ).raise_for_status()
+
     page = render(server, tmp_path, server.issue("viewer", "vera"))
 
     assert page.text["who"] == "vera (viewer)"
-    assert page.text["summary"] == "2 nodes, 0 stale"
+    assert page.text["summary"] == "3 nodes, 0 stale"
     node, state, labels, manifest, desired, applied, ready, stale, _ = page.rows["edge-1"]
     assert (node, state, labels, manifest) == ("edge-1", "provisioning", "site=fab1", "motd")
     assert (desired, applied, ready, stale) == ("1", "1", "True", "False")
     node, state, _, manifest, desired, applied, ready, stale, beat = page.rows["edge-2"]
     assert (node, state, manifest, desired, applied) == ("edge-2", "discovered", "—", "—", "—")
     assert (stale, beat) == ("Unknown", "never")
+    # Generation 1 of another manifest is not motd's generation 1.
+    _, _, _, manifest, desired, applied, *_ = page.rows["edge-3"]
+    assert (manifest, desired, applied) == ("motd", "1", "old 1")
     assert any("node.transition edge-1 by admin" in line for line in page.events)
     assert any("manifest.published" in line for line in page.events)
     assert not page.text.get("error")

@@ -84,6 +84,7 @@ async def admin(server: AuthNatsServer, bucket: str) -> AsyncIterator[NatsStore]
         await store.put(keys.desired_key(node), f"desired {node}".encode())
         await store.put(keys.status_key(node), f"status {node}".encode())
         await store.put(node_key(node), f"inventory {node}".encode())
+        await store.put(keys.sequence_key(node), b"7")
     await store.put(lifecycle_key("reboot"), b"lifecycle")
     yield store
     await store.close()
@@ -145,6 +146,7 @@ async def test_the_config_names_only_the_nodes_own_keys(bucket: str) -> None:
     node_a_line = next(line for line in config.splitlines() if f'"user": "{A}"' in line)
     assert B not in node_a_line
     assert "_INBOX.>" not in config  # a shared inbox would leak other nodes' replies
+    assert "fleet.sequence" not in config  # the publish counters are the control plane's
 
 
 async def test_a_reads_its_desired_state_and_writes_its_status(
@@ -210,6 +212,14 @@ async def test_a_cannot_read_b(node_a: Node, bucket: str) -> None:
     for subject in (f"$JS.API.DIRECT.GET.KV_{bucket}", f"$JS.API.STREAM.MSG.GET.KV_{bucket}"):
         assert await node_a.request(subject, body) is None
         await node_a.denied(subject)
+
+
+async def test_a_cannot_read_even_its_own_publish_counter(node_a: Node, bucket: str) -> None:
+    # The agent needs only the sequence inside its signed envelope, never the counter.
+    kv = await bind(node_a, bucket)
+    with pytest.raises(nats.errors.TimeoutError):
+        await kv.get(keys.sequence_key(A))
+    await node_a.denied(f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{keys.sequence_key(A)}")
 
 
 async def test_a_cannot_watch_b_or_sniff_replies(node_a: Node, bucket: str) -> None:
@@ -360,8 +370,8 @@ async def test_an_agent_runs_on_its_own_credentials(
         manifest = build_manifest(
             [file("motd", "etc/motd", f"v{generation}\n")], name="site", generation=generation
         )
-        envelope = signing.sign(manifest, A, [key]).model_dump_json().encode()
-        await admin.put(keys.desired_key(A), envelope)
+        envelope = signing.sign(manifest, A, [key], sequence=generation)
+        await admin.put(keys.desired_key(A), envelope.model_dump_json().encode())
 
     async def applied(generation: int) -> dict[str, Any]:
         for _ in range(300):

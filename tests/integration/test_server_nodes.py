@@ -204,17 +204,26 @@ def test_the_converged_guard_reads_the_agents_status(server: LiveServer) -> None
         transition(admin, "n1", to="provisioning").raise_for_status()
         ready = {"type": "Ready", "status": "True", "reason": "Applied"}
         with server.client(agent) as client:
-            written = client.put(
-                "/api/v1/nodes/n1/status",
-                json=status("n1", applied_generation=0, conditions=[ready]),
-            )
+            etag = None
+
+            def report(**fields: Any) -> None:
+                nonlocal etag
+                headers = {"If-Match": etag} if etag else {}
+                written = client.put(
+                    "/api/v1/nodes/n1/status",
+                    headers=headers,
+                    json=status("n1", conditions=[ready], **fields),
+                )
+                written.raise_for_status()
+                etag = written.headers["etag"]
+
+            report(applied_manifest="motd", applied_generation=0)
             behind = transition(admin, "n1", to="in_service")
             assert behind.status_code == 422  # Ready, but generation 1 is not applied yet
-            client.put(
-                "/api/v1/nodes/n1/status",
-                headers={"If-Match": written.headers["etag"]},
-                json=status("n1", applied_generation=1, conditions=[ready]),
-            )
+            # Generation 1 of another manifest (the node's previous assignment) is not motd's.
+            report(applied_manifest="previous", applied_generation=1)
+            assert transition(admin, "n1", to="in_service").status_code == 422
+            report(applied_manifest="motd", applied_generation=1)
         assert transition(admin, "n1", to="in_service").status_code == 201
 
 

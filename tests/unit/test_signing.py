@@ -83,6 +83,17 @@ def new() -> signing.SigningKey:
     return signing.SigningKey.generate()
 
 
+def sign(
+    manifest: Manifest,
+    node: str,
+    keys: list[signing.SigningKey],
+    *,
+    sequence: int = 1,
+    signed_at: datetime | None = None,
+) -> signing.SignedManifest:
+    return signing.sign(manifest, node, keys, sequence=sequence, signed_at=signed_at)
+
+
 def trust(*keys: signing.SigningKey) -> signing.TrustStore:
     return signing.TrustStore(key.verify_key for key in keys)
 
@@ -133,7 +144,7 @@ def test_canonical_bytes_do_not_depend_on_dict_key_order() -> None:
 
 
 def test_the_envelope_round_trips_through_json(old: signing.SigningKey) -> None:
-    envelope = signing.sign(manifest(), "edge-1", [old], signed_at=AT)
+    envelope = sign(manifest(), "edge-1", [old], signed_at=AT)
     wire = envelope.model_dump_json()
     again = signing.load_envelope(wire.encode())
     assert again == envelope
@@ -146,11 +157,11 @@ def test_the_envelope_round_trips_through_json(old: signing.SigningKey) -> None:
     verified = verify(trust(old), again)
     assert verified.manifest == manifest()
     assert verified.key_ids == (old.key_id,)
-    assert verified.accepted == signing.Accepted(generation=3, digest=envelope.digest)
+    assert verified.accepted == signing.Accepted(sequence=1, generation=3, digest=envelope.digest)
 
 
 def test_signed_at_is_covered_as_an_instant_in_any_offset(old: signing.SigningKey) -> None:
-    envelope = signing.sign(manifest(), "edge-1", [old], signed_at=AT)
+    envelope = sign(manifest(), "edge-1", [old], signed_at=AT)
     berlin = AT.astimezone(timezone(timedelta(hours=2)))
     verify(trust(old), envelope.model_copy(update={"signed_at": berlin}))
     later = envelope.model_copy(update={"signed_at": AT + timedelta(microseconds=1)})
@@ -161,7 +172,7 @@ def test_signed_at_is_covered_as_an_instant_in_any_offset(old: signing.SigningKe
 
 
 def test_a_changed_resource_field_is_a_bad_signature(old: signing.SigningKey) -> None:
-    envelope = signing.sign(manifest(), "edge-1", [old])
+    envelope = sign(manifest(), "edge-1", [old])
     tampered = envelope.manifest.replace("größe = 1", "größe = 2")
     assert tampered != envelope.manifest
     error = refused(trust(old), envelope.model_copy(update={"manifest": tampered}))
@@ -171,13 +182,13 @@ def test_a_changed_resource_field_is_a_bad_signature(old: signing.SigningKey) ->
 def test_a_manifest_re_signed_with_the_wrong_node_field_is_a_bad_signature(
     old: signing.SigningKey,
 ) -> None:
-    envelope = signing.sign(manifest(), "edge-1", [old])
+    envelope = sign(manifest(), "edge-1", [old])
     moved = envelope.model_copy(update={"node": "edge-2"})
     assert refused(trust(old), moved, node="edge-2").reason == signing.Reason.BAD_SIGNATURE
 
 
 def test_unsigned_is_refused(old: signing.SigningKey) -> None:
-    envelope = signing.sign(manifest(), "edge-1", [old]).model_copy(update={"signatures": ()})
+    envelope = sign(manifest(), "edge-1", [old]).model_copy(update={"signatures": ()})
     assert refused(trust(old), envelope).reason == signing.Reason.UNSIGNED
 
 
@@ -185,7 +196,7 @@ def test_a_key_that_is_not_pinned_is_unknown(
     old: signing.SigningKey, new: signing.SigningKey
 ) -> None:
     stranger = signing.SigningKey.generate()
-    envelope = signing.sign(manifest(), "edge-1", [stranger])
+    envelope = sign(manifest(), "edge-1", [stranger])
     error = refused(trust(old, new), envelope)
     assert error.reason == signing.Reason.UNKNOWN_KEY
     assert stranger.key_id in str(error) and old.key_id in str(error)
@@ -194,14 +205,14 @@ def test_a_key_that_is_not_pinned_is_unknown(
 def test_a_forged_key_id_does_not_help(old: signing.SigningKey) -> None:
     # The key id is only a hint: a stranger's signature labelled with a pinned id fails.
     stranger = signing.SigningKey.generate()
-    envelope = signing.sign(manifest(), "edge-1", [stranger])
+    envelope = sign(manifest(), "edge-1", [stranger])
     forged = signing.Signature(key_id=old.key_id, signature=envelope.signatures[0].signature)
     error = refused(trust(old), envelope.model_copy(update={"signatures": (forged,)}))
     assert error.reason == signing.Reason.BAD_SIGNATURE
 
 
 def test_other_algorithms_are_ignored_not_trusted(old: signing.SigningKey) -> None:
-    envelope = signing.sign(manifest(), "edge-1", [old])
+    envelope = sign(manifest(), "edge-1", [old])
     other = envelope.signatures[0].model_copy(update={"algorithm": "ml-dsa-65"})
     refused_alone = envelope.model_copy(update={"signatures": (other,)})
     assert refused(trust(old), refused_alone).reason == signing.Reason.UNKNOWN_KEY
@@ -210,48 +221,142 @@ def test_other_algorithms_are_ignored_not_trusted(old: signing.SigningKey) -> No
 
 
 def test_a_manifest_for_node_a_is_refused_by_node_b(old: signing.SigningKey) -> None:
-    envelope = signing.sign(manifest(), "edge-a", [old])
+    envelope = sign(manifest(), "edge-a", [old])
     verify(trust(old), envelope, node="edge-a")
     error = refused(trust(old), envelope, node="edge-b")
     assert error.reason == signing.Reason.WRONG_NODE
     assert "'edge-a'" in str(error) and "'edge-b'" in str(error)
 
 
-def test_an_older_generation_is_a_replay(old: signing.SigningKey) -> None:
-    current = verify(trust(old), signing.sign(manifest(generation=5), "edge-1", [old]))
-    older = signing.sign(manifest(generation=4), "edge-1", [old])
+def test_the_signed_message_is_pinned() -> None:
+    payload = b'{"metadata":{}}'
+    message = signing.signed_message("edge-1", 42, AT, payload)
+    assert message == (
+        b"accord-signed-manifest/v2\nedge-1\n42\n2025-03-30T01:00:00.123456Z\n" + payload
+    )
+
+
+def test_the_sequence_is_signed(old: signing.SigningKey) -> None:
+    envelope = sign(manifest(), "edge-1", [old], sequence=5)
+    verify(trust(old), envelope)
+    for moved in (4, 6, 50):
+        forged = envelope.model_copy(update={"sequence": moved})
+        assert refused(trust(old), forged).reason == signing.Reason.BAD_SIGNATURE
+
+
+def test_a_v1_envelope_is_refused_as_malformed_saying_so(old: signing.SigningKey) -> None:
+    # What a v1 control plane wrote: no sequence, the v1 tag in the signed message.
+    payload = signing.canonical_bytes(manifest())
+    v1_message = b"\n".join(
+        (b"accord-signed-manifest/v1", b"edge-1", b"2025-03-30T01:00:00.123456Z", payload)
+    )
+    v1 = {
+        "node": "edge-1",
+        "signed_at": "2025-03-30T01:00:00.123456Z",
+        "manifest": payload.decode(),
+        "signatures": [
+            {"key_id": old.key_id, "signature": base64.b64encode(old.sign(v1_message)).decode()}
+        ],
+    }
+    with pytest.raises(signing.SignatureError) as info:
+        signing.load_envelope(json.dumps(v1))
+    assert info.value.reason == signing.Reason.MALFORMED
+    assert "v1 envelope" in str(info.value) and "accord-signed-manifest/v2" in str(info.value)
+    # Given a sequence, the v1 signature still does not verify: the tag and layout differ.
+    with_sequence = signing.load_envelope(json.dumps({**v1, "sequence": 1}))
+    assert refused(trust(old), with_sequence).reason == signing.Reason.BAD_SIGNATURE
+
+
+def accepted(sequence: int, generation: int, content: str = "a") -> signing.Accepted:
+    return signing.Accepted(sequence=sequence, generation=generation, digest=f"sha256:{content}")
+
+
+@pytest.mark.parametrize(
+    ("last", "offered", "replayed"),
+    [
+        (None, accepted(1, 1), False),  # nothing accepted yet
+        (accepted(3, 5), accepted(4, 6), False),  # the next publish
+        (accepted(3, 5), accepted(9, 6), False),  # gaps are fine (a lost compare-and-set)
+        (accepted(9, 7, "big"), accepted(10, 2, "small"), False),  # reassigned: gen 7 → 2
+        (accepted(10, 2, "small"), accepted(9, 7, "big"), True),  # the old one, replayed
+        (accepted(10, 2), accepted(9, 3), True),  # a higher generation does not help
+        (accepted(10, 2), accepted(10, 2), False),  # re-delivery, or a re-signing
+        (accepted(10, 2, "a"), accepted(10, 2, "b"), True),  # a sequence cannot change
+        (accepted(10, 2, "a"), accepted(10, 3, "b"), True),  # not even with a new generation
+    ],
+    ids=[
+        "first", "next", "gap", "reassigned-lower-generation", "older-sequence",
+        "older-sequence-higher-generation", "same", "same-sequence-other-bytes",
+        "same-sequence-other-generation",
+    ],
+)  # fmt: skip
+def test_replay_orders_by_publish_sequence_only(
+    last: signing.Accepted | None, offered: signing.Accepted, replayed: bool
+) -> None:
+    if not replayed:
+        signing._check_replay("site", offered, last)
+        return
+    with pytest.raises(signing.SignatureError) as info:
+        signing._check_replay("site", offered, last)
+    assert info.value.reason == signing.Reason.REPLAYED
+    assert f"sequence {offered.sequence}" in str(info.value)
+
+
+def test_a_reassigned_node_accepts_the_new_manifest_and_refuses_the_old_one(
+    old: signing.SigningKey,
+) -> None:
+    big = parse_manifest(
+        YAML.replace("name: site", "name: big").replace("generation: 3", "generation: 7"),
+        source="big.yaml", kinds=KINDS,
+    )  # fmt: skip
+    small = parse_manifest(
+        YAML.replace("name: site", "name: small").replace("generation: 3", "generation: 2"),
+        source="small.yaml", kinds=KINDS,
+    )  # fmt: skip
+    old_big = sign(big, "edge-1", [old], sequence=9)
+    on_big = verify(trust(old), old_big)
+    on_small = verify(trust(old), sign(small, "edge-1", [old], sequence=10), last=on_big.accepted)
+    assert on_small.accepted.generation == 2 and on_small.manifest.metadata.name == "small"
+    error = refused(trust(old), old_big, last=on_small.accepted)
+    assert error.reason == signing.Reason.REPLAYED
+    assert "big generation 7" in str(error) and "accepted sequence 10" in str(error)
+
+
+def test_an_older_sequence_is_a_replay(old: signing.SigningKey) -> None:
+    current = verify(trust(old), sign(manifest(generation=5), "edge-1", [old], sequence=5))
+    older = sign(manifest(generation=4), "edge-1", [old], sequence=4)
     error = refused(trust(old), older, last=current.accepted)
     assert error.reason == signing.Reason.REPLAYED
-    assert "generation 4" in str(error) and "generation 5" in str(error)
-    newer = signing.sign(manifest(generation=6), "edge-1", [old])
+    assert "sequence 4" in str(error) and "sequence 5" in str(error)
+    newer = sign(manifest(generation=6), "edge-1", [old], sequence=6)
     assert verify(trust(old), newer, last=current.accepted).accepted.generation == 6
 
 
-def test_the_same_generation_with_other_content_is_a_replay(old: signing.SigningKey) -> None:
-    current = verify(trust(old), signing.sign(manifest(), "edge-1", [old]))
-    changed = signing.sign(manifest(content="other\n"), "edge-1", [old])
+def test_the_same_sequence_with_other_content_is_a_replay(old: signing.SigningKey) -> None:
+    current = verify(trust(old), sign(manifest(), "edge-1", [old]))
+    changed = sign(manifest(content="other\n"), "edge-1", [old])
     error = refused(trust(old), changed, last=current.accepted)
     assert error.reason == signing.Reason.REPLAYED
 
 
-def test_the_same_generation_and_content_is_accepted_again(
+def test_the_same_sequence_and_content_is_accepted_again(
     old: signing.SigningKey, new: signing.SigningKey
 ) -> None:
-    first = verify(trust(old, new), signing.sign(manifest(), "edge-1", [old], signed_at=AT))
+    first = verify(trust(old, new), sign(manifest(), "edge-1", [old], signed_at=AT))
     # Re-delivered, and re-signed later with the new key as well: the content is the same.
     later = AT + timedelta(hours=1)
-    again = signing.sign(manifest(), "edge-1", [old, new], signed_at=later)
+    again = sign(manifest(), "edge-1", [old, new], signed_at=later)
     assert verify(trust(old, new), again, last=first.accepted).accepted == first.accepted
 
 
 def test_the_signed_text_must_be_json(old: signing.SigningKey) -> None:
     yaml_text = "metadata: {name: site}\n"
-    message = signing.signed_message("edge-1", AT, yaml_text.encode())
+    message = signing.signed_message("edge-1", 1, AT, yaml_text.encode())
     signature = signing.Signature(
         key_id=old.key_id, signature=base64.b64encode(old.sign(message)).decode()
     )
     envelope = signing.SignedManifest(
-        node="edge-1", signed_at=AT, manifest=yaml_text, signatures=(signature,)
+        node="edge-1", sequence=1, signed_at=AT, manifest=yaml_text, signatures=(signature,)
     )
     assert refused(trust(old), envelope).reason == signing.Reason.MALFORMED
 
@@ -259,7 +364,7 @@ def test_the_signed_text_must_be_json(old: signing.SigningKey) -> None:
 def test_an_authentic_manifest_with_a_kind_outside_the_allow_list_is_a_manifest_error(
     old: signing.SigningKey,
 ) -> None:
-    envelope = signing.sign(manifest(), "edge-1", [old])
+    envelope = sign(manifest(), "edge-1", [old])
     allowed = {kind: spec for kind, spec in KINDS.items() if kind != "Symlink"}
     with pytest.raises(errors.ManifestError, match="unknown kind 'Symlink'") as info:
         trust(old).verify(envelope, node="edge-1", kinds=allowed)
@@ -274,8 +379,19 @@ def test_an_authentic_manifest_with_a_kind_outside_the_allow_list_is_a_manifest_
         b'{"node": "edge 1", "signed_at": "2025-03-30T01:00:00Z", "manifest": "{}"}',
         b'{"node": "edge-1", "signed_at": "2025-03-30T01:00:00", "manifest": "{}"}',
         b'{"node": "edge-1", "signed_at": "2025-03-30T01:00:00Z", "manifest": "{}", "x": 1}',
+        b'{"node": "edge-1", "sequence": 0, "signed_at": "2025-03-30T01:00:00Z", "manifest": "{}"}',
+        b'{"node": "edge-1", "sequence": "7x", "signed_at": "2025-03-30T01:00:00Z", '
+        b'"manifest": "{}"}',
     ],
-    ids=["not-json", "empty", "bad-node", "naive-time", "unsigned-extra-field"],
+    ids=[
+        "not-json",
+        "empty",
+        "bad-node",
+        "naive-time",
+        "unsigned-extra-field",
+        "sequence-0",
+        "sequence-not-a-number",
+    ],
 )
 def test_what_is_not_an_envelope_is_malformed(wire: bytes) -> None:
     with pytest.raises(signing.SignatureError) as info:
@@ -290,7 +406,7 @@ def test_what_is_not_an_envelope_is_malformed(wire: bytes) -> None:
 def test_rotation_old_and_new_signatures_are_accepted_by_any_pinned_set(
     old: signing.SigningKey, new: signing.SigningKey
 ) -> None:
-    both = signing.sign(manifest(), "edge-1", [old, new])
+    both = sign(manifest(), "edge-1", [old, new])
     assert verify(trust(old), both).key_ids == (old.key_id,)
     assert verify(trust(new), both).key_ids == (new.key_id,)
     assert verify(trust(old, new), both).key_ids == (old.key_id, new.key_id)
@@ -299,7 +415,7 @@ def test_rotation_old_and_new_signatures_are_accepted_by_any_pinned_set(
 def test_rotation_a_manifest_signed_only_by_the_old_key_lasts_while_it_is_trusted(
     old: signing.SigningKey, new: signing.SigningKey
 ) -> None:
-    only_old = signing.sign(manifest(), "edge-1", [old])
+    only_old = sign(manifest(), "edge-1", [old])
     verify(trust(old, new), only_old)
     assert refused(trust(new), only_old).reason == signing.Reason.UNKNOWN_KEY
 
@@ -307,7 +423,7 @@ def test_rotation_a_manifest_signed_only_by_the_old_key_lasts_while_it_is_truste
 def test_rotation_a_manifest_signed_only_by_the_new_key_needs_it_pinned(
     old: signing.SigningKey, new: signing.SigningKey
 ) -> None:
-    only_new = signing.sign(manifest(), "edge-1", [new])
+    only_new = sign(manifest(), "edge-1", [new])
     assert refused(trust(old), only_new).reason == signing.Reason.UNKNOWN_KEY
     verify(trust(old, new), only_new)
 
@@ -315,7 +431,7 @@ def test_rotation_a_manifest_signed_only_by_the_new_key_needs_it_pinned(
 def test_one_good_signature_by_a_pinned_key_is_enough(
     old: signing.SigningKey, new: signing.SigningKey
 ) -> None:
-    both = signing.sign(manifest(), "edge-1", [old, new])
+    both = sign(manifest(), "edge-1", [old, new])
     broken = both.signatures[0].model_copy(update={"signature": "not base64!"})
     mixed = both.model_copy(update={"signatures": (broken, both.signatures[1])})
     assert verify(trust(old, new), mixed).key_ids == (new.key_id,)
@@ -328,7 +444,7 @@ def test_one_good_signature_by_a_pinned_key_is_enough(
 @pytest.fixture(scope="module")
 def signed() -> tuple[signing.SigningKey, signing.SignedManifest]:
     key = signing.SigningKey.generate()
-    return key, signing.sign(manifest(), "edge-1", [key], signed_at=AT)
+    return key, sign(manifest(), "edge-1", [key], signed_at=AT)
 
 
 @settings(max_examples=300, deadline=None)
@@ -383,7 +499,7 @@ def test_keys_round_trip_through_files_and_the_private_one_is_0600(
     loaded = signing.SigningKey.load(private)
     assert loaded.key_id == key.key_id
     assert signing.VerifyKey.load(public) == key.verify_key
-    envelope = signing.sign(manifest(), "edge-1", [loaded])
+    envelope = sign(manifest(), "edge-1", [loaded])
     verify(signing.TrustStore.from_files([public]), envelope)
 
 
@@ -442,13 +558,18 @@ def test_a_trust_store_from_a_directory_pins_every_pub_file_and_needs_one(
     assert old.key_id in store and "x" not in store
 
 
-def test_sign_refuses_no_keys_a_repeated_key_and_a_bad_node(old: signing.SigningKey) -> None:
+def test_sign_refuses_no_keys_a_repeated_key_a_bad_node_and_a_bad_sequence(
+    old: signing.SigningKey,
+) -> None:
     with pytest.raises(errors.InputError, match="at least one key"):
-        signing.sign(manifest(), "edge-1", [])
+        sign(manifest(), "edge-1", [])
     with pytest.raises(errors.InputError, match="twice"):
-        signing.sign(manifest(), "edge-1", [old, old])
+        sign(manifest(), "edge-1", [old, old])
     with pytest.raises(errors.InputError, match="not a node id"):
-        signing.sign(manifest(), "edge\n1", [old])
+        sign(manifest(), "edge\n1", [old])
+    for sequence in (0, -1, signing.MAX_SEQUENCE + 1):
+        with pytest.raises(errors.InputError, match="publish sequence"):
+            sign(manifest(), "edge-1", [old], sequence=sequence)
 
 
 # --- conditions -----------------------------------------------------------------------------
@@ -479,7 +600,7 @@ def test_every_refusal_becomes_a_false_manifest_verified_condition(
 
 
 def test_an_accepted_manifest_becomes_a_true_condition(old: signing.SigningKey) -> None:
-    verified = verify(trust(old), signing.sign(manifest(generation=7), "edge-1", [old]))
+    verified = verify(trust(old), sign(manifest(generation=7), "edge-1", [old]))
     condition = signing.verified_condition(verified)
     assert (condition.type, condition.status, condition.reason) == (
         "ManifestVerified", ConditionStatus.TRUE, "Verified",

@@ -3,10 +3,13 @@
 What it does, concurrently, until stopped:
 
 * **watch** ``fleet.desired.<node>``: every new envelope is verified (signature, addressed to
-  this node, not a replay) and checked against the kind allow-list. A refused envelope is
-  reported as a ``ManifestVerified=False`` condition and the previous manifest stays in force.
-  An accepted one is saved to disk first (``STATE_DIR/desired.json``, atomically), so a
-  restarted agent enforces it even while the control plane or the store is unreachable.
+  this node, not a replay: its publish sequence is not below the accepted one) and checked
+  against the kind allow-list. A refused envelope is reported as a ``ManifestVerified=False``
+  condition and the previous manifest stays in force. An accepted one is saved to disk first
+  (``STATE_DIR/desired.json``, atomically), so a restarted agent enforces it even while the
+  control plane or the store is unreachable. The saved envelope is also the agent's replay
+  memory: its signed sequence is re-verified at start-up and becomes the ``last`` accepted,
+  so a restart does not reopen the door to older envelopes.
 * **converge**: stage at once, then apply when the gate opens (lifecycle policy, maintenance
   windows, force); a run that waits for a window is retried when the window opens.
 * **detect drift** every ``drift_interval`` seconds: a dry run; drift is reported as
@@ -48,7 +51,11 @@ class Current:
 
     manifest: Manifest
     envelope: bytes
-    accepted: signing.Accepted  # generation and digest, for replay protection
+    accepted: signing.Accepted  # sequence + digest (replay protection), generation (status)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.metadata.name
 
     @property
     def generation(self) -> int:
@@ -152,8 +159,7 @@ class Agent:
         self.refusal = None
         fsutil.atomic_write(self._saved, accepted.envelope, mode=0o600)
         self.accepted = accepted
-        self.status.observed_generation = accepted.generation
-        self.status.manifest = accepted.manifest.metadata.name
+        self._observe(accepted)
         self.wake.set()
 
     def _check_kinds(self, manifest: Manifest) -> None:
@@ -206,12 +212,12 @@ class Agent:
         return Gate(node=node, lifecycle=lifecycle, schedule=self.config.schedule)
 
     def _absorb(self, manifest: Manifest, record: RunRecord) -> None:
-        generation = manifest.metadata.generation
+        name, generation = manifest.metadata.name, manifest.metadata.generation
         status = self.status
         if record.state in (RunState.SUCCEEDED, RunState.WAITING):
-            status.staged_generation = generation
+            status.staged_manifest, status.staged_generation = name, generation
         if record.state is RunState.SUCCEEDED:
-            status.applied_generation = generation
+            status.applied_manifest, status.applied_generation = name, generation
             status.drifted = []
         status.state = record.state.value
         status.gate = record.gate
@@ -231,10 +237,11 @@ class Agent:
     async def _drift(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.config.drift_interval)
-            if self.accepted is None or self.status.applied_generation != self.accepted.generation:
-                continue  # nothing applied yet: that is convergence, not drift
+            current = self.accepted
+            if current is None or not self._applied(current):
+                continue  # not applied yet: that is convergence, not drift
             plan, _ = await self.session.converge(
-                self.accepted.manifest, base_dir=self.config.base_dir,
+                current.manifest, base_dir=self.config.base_dir,
                 options=Options(goal=StateGoal.DRY_RUN),
             )  # fmt: skip
             self.status.drifted = [s.id for s in plan.changes]
@@ -244,6 +251,15 @@ class Agent:
                     self.wake.set()
                 else:
                     await self._report()
+
+    def _applied(self, current: Current) -> bool:
+        """Whether ``current`` is what this agent applied last (name and generation: a
+        generation alone does not tell two manifests apart)."""
+        status = self.status
+        return (status.applied_manifest, status.applied_generation) == (
+            current.name,
+            current.generation,
+        )
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -312,6 +328,11 @@ class Agent:
         except errors.InputError as exc:
             log.error("the saved desired state no longer verifies (%s); ignoring it", exc)
             return None
-        self.status.observed_generation = accepted.generation
-        self.status.manifest = accepted.manifest.metadata.name
+        self._observe(accepted)
         return accepted
+
+    def _observe(self, current: Current) -> None:
+        """Report ``current`` as the desired manifest this agent has seen and verified."""
+        self.status.manifest = current.name
+        self.status.observed_generation = current.generation
+        self.status.observed_sequence = current.accepted.sequence

@@ -4,6 +4,8 @@ Keys (``.`` separates levels, so that NATS subject permissions can say "node A r
 ``fleet.desired.A`` and writes only ``fleet.status.A``"):
 
 ``fleet.desired.<node>``     the signed manifest envelope for the node (control plane writes)
+``fleet.sequence.<node>``    the node's publish counter (:mod:`accord.server.publish`; control
+                             plane only, agents never read it; it outlives withdrawals)
 ``fleet.status.<node>``      the node's typed status (the node's agent writes, compare-and-set)
 ``fleet.manifests.<name>``   a manifest's versions (control plane)
 ``fleet.assignments.<name>`` manifest → label selector (control plane)
@@ -37,16 +39,24 @@ class ResourcePhase(BaseModel):
 class NodeStatus(BaseModel):
     """What an agent reports about its node (Harmony's typed status, Kubernetes' conditions).
 
-    ``observed_generation`` is the newest desired generation the agent has seen and verified,
-    ``staged_generation`` the newest it has fully staged, ``applied_generation`` the newest it
-    has applied and verified. A heartbeat refreshes ``heartbeat_at`` even when nothing changes;
-    the control plane marks a node ``Stale`` when heartbeats stop.
+    ``manifest`` and ``observed_generation`` name the desired manifest the agent has seen and
+    verified last, ``observed_sequence`` the publish that delivered it (see
+    :mod:`accord.signing`, Replay). ``staged_manifest`` / ``staged_generation`` name the
+    newest manifest it has fully staged, ``applied_manifest`` / ``applied_generation`` the
+    newest it has applied and verified. A generation counts per manifest name, so it means
+    something only next to its name: after a node moves from ``big`` generation 7 to
+    ``small`` generation 2, it reports ``applied_manifest="big", applied_generation=7`` until
+    ``small`` is applied. A heartbeat refreshes ``heartbeat_at`` even when nothing changes; the
+    control plane marks a node ``Stale`` when heartbeats stop.
     """
 
     node: str
     manifest: str | None = None
     observed_generation: int = 0
+    observed_sequence: int = 0
+    staged_manifest: str | None = None
     staged_generation: int = 0
+    applied_manifest: str | None = None
     applied_generation: int = 0
     state: str = "unknown"  # the last run's state (succeeded, waiting, failed, …)
     gate: str | None = None

@@ -10,8 +10,9 @@ Staleness
 
 Guards
     :func:`facts` feeds lifecycle guards from the same data: ``converged`` is whether the node's
-    ``Ready`` condition is ``True`` and it applied the generation published to it (``None``
-    when it never reported); ``apply_in_progress`` is whether its last run is still running.
+    ``Ready`` condition is ``True`` and it applied the manifest and generation published to it
+    (both: a generation alone is ambiguous across manifests; ``None`` when it never reported);
+    ``apply_in_progress`` is whether its last run is still running.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Desired(BaseModel):
 
     manifest: str
     generation: int
+    sequence: int  # the publish sequence; the agent reports it as observed_sequence
     signed_at: datetime
     key_ids: list[str]
 
@@ -103,6 +105,7 @@ def desired_of(entry: Entry | None) -> Desired | None:
     return Desired(
         manifest=name,
         generation=generation,
+        sequence=envelope.sequence,
         signed_at=envelope.signed_at,
         key_ids=[s.key_id for s in envelope.signatures],
     )
@@ -198,7 +201,11 @@ def facts(found: NodeView, *, reason: str, roles: frozenset[str]) -> Facts:
         converged: bool | None = None
     else:
         ready = next((c for c in status.conditions if c.type == READY), None)
-        applied = found.desired is None or status.applied_generation == found.desired.generation
+        desired = found.desired
+        applied = desired is None or (
+            status.applied_manifest == desired.manifest
+            and status.applied_generation == desired.generation
+        )
         converged = ready is not None and ready.status is ConditionStatus.TRUE and applied
     return Facts(
         converged=converged,

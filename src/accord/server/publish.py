@@ -14,15 +14,54 @@ Publish rules
     * Publishing runs after every change that can alter the result: a new manifest version, an
       assignment set or removed (all nodes), a node enrolled or relabelled (that node).
 
+Publish sequence
+    Every envelope carries the node's publish sequence (:mod:`accord.signing`, Replay), which
+    the agent orders by. The node's counter, ``fleet.sequence.<node>`` (decimal text; control
+    plane only), is raised by one for *every* change of the node's desired key: a publish, a
+    re-signing, a withdrawal. Raising it (compare-and-set) is taking a ticket; a new manifest
+    text is signed with its ticket as its sequence, a re-signing of the same text (a key
+    rotation) keeps the sequence it had, so that the agent takes it as a re-delivery; a
+    withdrawal's ticket goes into no envelope. Withdrawal deletes only the desired key, never
+    the counter, so a node selected again continues above everything it was ever sent. A ticket
+    is ``max(counter, stored envelope's sequence) + 1``: a counter lost while the node has an
+    envelope cannot take it backwards. Never delete ``fleet.sequence.<node>`` while the node's
+    desired key is absent: its next publish would start again at 1 and be refused as
+    ``replayed``.
+
+    Why a counter key: the desired key is deleted on withdrawal, and with it the only record of
+    the sequence (a tombstone in its place would be a value that every agent watches and has to
+    understand). Why not the store's revision: revisions belong to one store; a fleet moved to
+    another store (SQLite to NATS) would start them again low.
+
 Concurrency
-    One pass settles up to :data:`CONCURRENCY` nodes at once; each node is settled by one task,
-    and the outcome lists are sorted by node id. Requests (and control-plane replicas) may
-    publish at once. Each node's key is written with
-    compare-and-set against the revision read at the start, and that read comes *before* the
-    reads of assignments, versions and nodes. So a publisher working from an older view either
-    finds the key unchanged since (its view was current for that node when it read the key) or
-    loses the compare-and-set, re-reads, and decides again: an older generation never replaces
-    a newer one.
+    One pass settles up to :data:`CONCURRENCY` nodes at once, each node by one task (nodes
+    are independent; the outcome lists are sorted by node id). Requests (and control-plane
+    replicas) may publish at once. A pass reads, in this order, the
+    counters, the desired keys, then assignments, versions and nodes. A node's ticket is taken
+    by compare-and-set against the counter read *first*, and its desired key is written by
+    compare-and-set against the revision read second; losing either means someone changed the
+    node since: re-read all of it (in the same order) and decide again. So:
+
+    * a sequence is handed out once (the counter's compare-and-set), and never signed for two
+      manifest texts; a ticket whose write then loses leaves a gap, which is harmless;
+    * an update or delete that wins replaces exactly the value it decided on, and that value's
+      writer took its ticket before writing it, so the new sequence is higher; the view, read
+      after the key, was current for that node when the key was read;
+    * a *create* cannot tell "still absent" from "absent again": between this publisher's read
+      and its create, others may have published (perhaps a higher sequence, which the agent may
+      have accepted already) and withdrawn, from a newer view. That withdrawal deleted what was
+      written after this publisher read the key, so it took its ticket after that read, hence
+      after this publisher read the counter, hence after this publisher's own ticket (else that
+      compare-and-set would have failed); and a higher sequence is a later ticket anyway. So
+      after a create the publisher reads the counter again; if it moved past its ticket, it
+      decides again from fresh reads and does not trust its own envelope's sequence: it
+      re-publishes under a new one (or withdraws, if the node should have nothing). Until
+      then an agent may see the out-of-order envelope and refuse it as ``replayed``; the
+      repair follows. (Before sequences, the same race could resurrect a withdrawn node from
+      an older view; the re-check repairs that too.)
+
+    Once the publishers are done, every node's desired key holds the newest view's decision,
+    under the highest sequence ever written to it.
 """
 
 from __future__ import annotations
@@ -45,6 +84,7 @@ DESIRED = keys.desired_key("_")[:-1]  # "fleet.desired."
 # connection idle (5,000 nodes took 16.6 s one by one, see docs/benchmarks.md). On SQLite the
 # writes run inline, so this changes nothing there.
 CONCURRENCY = 64
+SEQUENCES = keys.sequence_key("_")[:-1]  # "fleet.sequence."
 
 
 @dataclass
@@ -55,6 +95,11 @@ class Outcome:
     withdrawn: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # node → why it got nothing new
+
+
+class _UnreadableCounter(errors.StoreError):
+    """``fleet.sequence.<node>`` holds no sequence (edited by hand?): that node is not
+    published to until it is repaired. Caught in ``_settle``; never leaves this module."""
 
 
 @dataclass
@@ -76,6 +121,31 @@ class _View:
         return None if chosen is None else self.newest[chosen.manifest]
 
 
+@dataclass(frozen=True)
+class _Read:
+    """What a publisher decides one node from, read in this order: counter, desired, view."""
+
+    node: Node
+    counter: Entry | None
+    entry: Entry | None  # the desired key
+    view: _View
+
+    @property
+    def key(self) -> str:
+        return keys.desired_key(self.node.id)
+
+    @classmethod
+    async def again(cls, store: Store, node_id: str) -> _Read | None:
+        """A fresh read for one node (None if the node is gone)."""
+        counter = await store.get(keys.sequence_key(node_id))
+        entry = await store.get(keys.desired_key(node_id))
+        view = await _View.read(store)
+        found = await store.get(node_key(node_id))
+        if found is None:
+            return None
+        return cls(Node.model_validate_json(found.value), counter, entry, view)
+
+
 @dataclass
 class Publisher:
     """Computes and writes desired state with one set of keys and kinds."""
@@ -87,15 +157,22 @@ class Publisher:
 
     async def run(self, *, initiator: str, only: Collection[str] | None = None) -> Outcome:
         """Bring ``fleet.desired.<node>`` up to date for every node (or those in ``only``)."""
-        current = {e.key: e for e in await self.store.list(DESIRED)}  # first: see the docstring
+        # In this order: see Concurrency in the module docstring.
+        counters = {e.key: e for e in await self.store.list(SEQUENCES)}
+        current = {e.key: e for e in await self.store.list(DESIRED)}
         view = await _View.read(self.store)
         outcome = Outcome()
         todo = iter([n for n in await list_nodes(self.store) if only is None or n.id in only])
 
         async def worker() -> None:
             for node in todo:  # shared: each node is taken by exactly one worker
-                entry = current.get(keys.desired_key(node.id))
-                await self._settle(node, entry, view, initiator=initiator, outcome=outcome)
+                read = _Read(
+                    node,
+                    counters.get(keys.sequence_key(node.id)),
+                    current.get(keys.desired_key(node.id)),
+                    view,
+                )
+                await self._settle(read, initiator=initiator, outcome=outcome)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(CONCURRENCY):
@@ -104,18 +181,20 @@ class Publisher:
             names.sort()
         return outcome
 
-    async def _settle(
-        self, node: Node, entry: Entry | None, view: _View, *, initiator: str, outcome: Outcome
-    ) -> None:
-        key = keys.desired_key(node.id)
+    async def _settle(self, read: _Read, *, initiator: str, outcome: Outcome) -> None:
+        suspect: int | None = None  # the revision of our own create, if it may be out of order
         while True:
-            target = view.target(node)
+            node, entry = read.node, read.entry
+            target = read.view.target(node)
+            stored = _stored(entry)
             try:
                 if target is None:
                     if entry is None:
-                        outcome.unchanged.append(node.id)
+                        _note(outcome.unchanged, node.id)
                     else:
-                        await self.store.delete(key, expected_revision=entry.revision)
+                        # The ticket keeps the counter ahead; a node selected again continues.
+                        await self._ticket(read, stored)
+                        await self.store.delete(read.key, expected_revision=entry.revision)
                         await audit.record(
                             self.store,
                             audit.DESIRED_WITHDRAWN,
@@ -123,32 +202,48 @@ class Publisher:
                             initiator=initiator,
                             node=node.id,
                             labels=node.labels,
+                            sequence=None if stored is None else stored.sequence,
                         )
-                        outcome.withdrawn.append(node.id)
+                        _note(outcome.withdrawn, node.id)
                     return
                 try:
-                    envelope = self._envelope(target, node.id)
+                    manifest = self._typed_manifest(target)
                 except errors.InputError as exc:
                     # E.g. a version using a kind this server no longer serves: this node keeps
                     # what it has, the others still get theirs, and the caller is told.
                     outcome.failed[node.id] = str(exc)
                     return
-                if entry is not None and self._same(entry, envelope):
-                    outcome.unchanged.append(node.id)
+                text = signing.canonical_bytes(manifest).decode("utf-8")
+                # The same text again keeps its sequence, unless it is our own suspect create.
+                same = stored if stored is not None and stored.manifest == text else None
+                if same is not None and entry is not None and entry.revision == suspect:
+                    same = None
+                if same is not None and _key_ids(same) == self._signer_ids():
+                    _note(outcome.unchanged, node.id)
+                    return
+                ticket = await self._ticket(read, stored)
+                sequence = ticket if same is None else same.sequence  # re-signed: a re-delivery
+                try:
+                    envelope = signing.sign(manifest, node.id, self.signing_keys, sequence=sequence)
+                except errors.InputError as exc:  # a node id or sequence that cannot be signed
+                    outcome.failed[node.id] = str(exc)
                     return
                 value = envelope.model_dump_json().encode()
                 if entry is None:
-                    revision = await self.store.create(key, value)
+                    revision = await self.store.create(read.key, value)
                 else:
-                    revision = await self.store.update(key, value, expected_revision=entry.revision)
+                    revision = await self.store.update(
+                        read.key, value, expected_revision=entry.revision
+                    )
+            except _UnreadableCounter as exc:
+                outcome.failed[node.id] = str(exc)
+                return
             except errors.ConflictError:
-                # Someone published for this node since we looked: look again, decide again.
-                entry = await self.store.get(key)
-                view = await _View.read(self.store)
-                found = await self.store.get(node_key(node.id))
-                if found is None:
+                # Someone changed this node since we looked: look again, decide again.
+                fresh = await _Read.again(self.store, node.id)
+                if fresh is None:
                     return  # the node is gone
-                node = Node.model_validate_json(found.value)
+                read = fresh
                 continue
             await audit.record(
                 self.store,
@@ -159,23 +254,76 @@ class Publisher:
                 labels=node.labels,
                 manifest=target.name,
                 generation=target.generation,
+                sequence=envelope.sequence,
             )
-            outcome.published.append(node.id)
+            _note(outcome.published, node.id)
+            if entry is None and await self._moved_past(node.id, ticket):
+                # Perhaps published and withdrawn meanwhile (see Concurrency): decide again,
+                # and do not trust our envelope's sequence.
+                suspect = revision
+                fresh = await _Read.again(self.store, node.id)
+                if fresh is None:
+                    return
+                read = fresh
+                continue
             return
 
-    def _envelope(self, version: catalog.ManifestVersion, node: str) -> signing.SignedManifest:
+    async def _ticket(self, read: _Read, stored: signing.SignedManifest | None) -> int:
+        """Raise the node's counter by compare-and-set against the value ``read`` saw.
+
+        Raises:
+            ConflictError: the counter moved since: someone else changed this node.
+        """
+        floor = 0 if stored is None else stored.sequence
+        ticket = max(_counter_value(read.counter), floor) + 1
+        value = str(ticket).encode("ascii")
+        key = keys.sequence_key(read.node.id)
+        if read.counter is None:
+            await self.store.create(key, value)
+        else:
+            await self.store.update(key, value, expected_revision=read.counter.revision)
+        return ticket
+
+    async def _moved_past(self, node: str, ticket: int) -> bool:
+        """Whether another ticket was taken for ``node`` after ``ticket`` (or the counter is
+        unreadable now: then the next decision reports it)."""
+        try:
+            return _counter_value(await self.store.get(keys.sequence_key(node))) != ticket
+        except _UnreadableCounter:
+            return True
+
+    def _signer_ids(self) -> builtins.set[str]:
+        return {key.key_id for key in self.signing_keys}
+
+    def _typed_manifest(self, version: catalog.ManifestVersion) -> Manifest:
         which = (version.name, version.generation)
         if which not in self._typed:
             self._typed[which] = version.typed(self.kinds)
-        return signing.sign(self._typed[which], node, self.signing_keys)
+        return self._typed[which]
 
-    def _same(self, entry: Entry, envelope: signing.SignedManifest) -> bool:
-        """Whether the stored envelope carries the same manifest text, signed by the same keys."""
-        try:
-            stored = signing.load_envelope(entry.value)
-        except signing.SignatureError:
-            return False  # unreadable: replace it
-        return stored.manifest == envelope.manifest and _key_ids(stored) == _key_ids(envelope)
+
+def _stored(entry: Entry | None) -> signing.SignedManifest | None:
+    """The envelope in a desired key; None if absent or unreadable (then it is replaced)."""
+    if entry is None:
+        return None
+    try:
+        return signing.load_envelope(entry.value)
+    except signing.SignatureError:
+        return None
+
+
+def _note(names: list[str], node: str) -> None:
+    if node not in names:  # a node settled twice (see Concurrency) is reported once
+        names.append(node)
+
+
+def _counter_value(entry: Entry | None) -> int:
+    if entry is None:
+        return 0
+    text = entry.value.decode("ascii", errors="replace")
+    if not text.isascii() or not text.isdigit() or len(text) > 16:
+        raise _UnreadableCounter(f"{entry.key} holds {text[:40]!r}, not a publish sequence")
+    return int(text)
 
 
 def _key_ids(envelope: signing.SignedManifest) -> builtins.set[str]:

@@ -10,6 +10,12 @@ def desired_key(node: str) -> str:
     return f"fleet.desired.{key_part(node)}"
 
 
+def sequence_key(node: str) -> str:
+    """``node``'s publish counter: the last sequence taken for a change of its desired key
+    (control plane only; agents never read it, and no node credential grants it)."""
+    return f"fleet.sequence.{key_part(node)}"
+
+
 def status_key(node: str) -> str:
     """``node``'s status, written by its agent."""
     return f"fleet.status.{key_part(node)}"

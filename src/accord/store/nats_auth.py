@@ -41,10 +41,11 @@ watch delivery goes to the client's inbox, so a shared ``_INBOX.>`` grant would 
 subscribe to ``_INBOX.>`` and read B's replies. A node must therefore connect with its own
 inbox prefix: nats-py ``connect(..., inbox_prefix=node_inbox_prefix(node))``.
 
-Nothing else: no other node's keys, no deleting or purging, no consumer deletion (watch
-consumers are ephemeral and vanish after their inactivity threshold), no event log or blob
-access. Grant those separately if an agent needs them (e.g. direct gets on ``OBJ_<b>`` for
-artifacts).
+Nothing else: no other node's keys, not even its own publish counter ``fleet.sequence.<node>``
+(the control plane's; the agent orders envelopes by the sequence signed inside them), no
+deleting or purging, no consumer deletion (watch consumers are ephemeral and vanish after their
+inactivity threshold), no event log or blob access. Grant those separately if an agent needs
+them (e.g. direct gets on ``OBJ_<b>`` for artifacts).
 
 Production: plain passwords in the server config are for tests and small setups. Prefer nkeys
 (``users = [{nkey: "U...", permissions: {...}}]``, created with ``nk -gen user``; the node keeps

@@ -63,6 +63,11 @@ function row(view) {
   tr.dataset.node = view.node;
   const desired = view.desired ? view.desired.generation : null;
   const applied = view.status ? view.status.applied_generation : null;
+  // A generation counts per manifest: after a reassignment, "big 7" is not "small 7".
+  const appliedManifest = view.status ? view.status.applied_manifest : null;
+  const otherManifest = view.desired && appliedManifest && appliedManifest !== view.desired.manifest;
+  const appliedText = otherManifest ? `${appliedManifest} ${applied}` : applied;
+  const behind = desired && (applied !== desired || otherManifest);
   const labels = Object.entries(view.labels).map(([k, v]) => `${k}=${v}`).join(", ");
   const cells = [
     el("td", view.node, "node"),
@@ -70,7 +75,7 @@ function row(view) {
     el("td", labels),
     el("td", view.desired ? view.desired.manifest : "—"),
     el("td", desired ?? "—", "num desired"),
-    el("td", applied ?? "—", "num applied" + (desired && applied !== desired ? " behind" : "")),
+    el("td", appliedText ?? "—", "num applied" + (behind ? " behind" : "")),
   ];
   const ready = el("td");
   ready.append(pill(condition(view, "Ready")));
