@@ -129,6 +129,11 @@ def test_the_dashboard_shows_the_fleet(server: LiveServer, tmp_path: Path) -> No
                 "applied_generation": 1,
                 "heartbeat_at": datetime.now(UTC).isoformat(),
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Applied"}],
+                "resources": [
+                    {"id": "motd", "kind": "File", "phase": "applied"},
+                    {"id": "web", "kind": "Package", "phase": "applied",
+                     "details": {"version": "1.22.1"}},
+                ],
             },
         ).raise_for_status()
 
@@ -147,11 +152,13 @@ def test_the_dashboard_shows_the_fleet(server: LiveServer, tmp_path: Path) -> No
 
     assert page.text["who"] == "vera (viewer)"
     assert page.text["summary"] == "3 nodes, 0 stale"
-    node, state, labels, manifest, desired, applied, ready, stale, _ = page.rows["edge-1"]
+    node, state, labels, manifest, desired, applied, ready, stale, kept, _ = page.rows["edge-1"]
     assert (node, state, labels, manifest) == ("edge-1", "provisioning", "site=fab1", "motd")
     assert (desired, applied, ready, stale) == ("1", "1", "True", "False")
-    node, state, _, manifest, desired, applied, ready, stale, beat = page.rows["edge-2"]
+    assert kept == "motd · web version=1.22.1"  # per-kind details, as fleet status reports them
+    node, state, _, manifest, desired, applied, ready, stale, kept, beat = page.rows["edge-2"]
     assert (node, state, manifest, desired, applied) == ("edge-2", "discovered", "—", "—", "—")
+    assert kept == "—"
     assert (stale, beat) == ("Unknown", "never")
     # Generation 1 of another manifest is not motd's generation 1.
     _, _, _, manifest, desired, applied, *_ = page.rows["edge-3"]

@@ -58,6 +58,19 @@ function pill(found) {
   return cell;
 }
 
+// Resources that are not plainly done, and the facts their kinds report (a package's version,
+// a unit's state): "nginx version=1.22.1 · web applying".
+function resources(view) {
+  const shown = ((view.status && view.status.resources) || []).map((r) => {
+    const facts = Object.entries(r.details || {}).map(([k, v]) => `${k}=${v}`);
+    return [r.id, r.phase === "applied" ? "" : r.phase, ...facts].filter(Boolean).join(" ");
+  });
+  const cell = el("td", shown.join(" · ") || "—", "resources");
+  cell.title = ((view.status && view.status.resources) || [])
+    .map((r) => `${r.id} (${r.kind}): ${r.phase}${r.reason ? ", " + r.reason : ""}`).join("\n");
+  return cell;
+}
+
 function row(view) {
   const tr = el("tr");
   tr.dataset.node = view.node;
@@ -82,7 +95,7 @@ function row(view) {
   const stale = el("td", null, "stale");
   stale.append(pill(condition(view, "Stale")));
   const beat = el("td", view.last_heartbeat ? new Date(view.last_heartbeat).toLocaleString() : "never");
-  tr.append(...cells, ready, stale, beat);
+  tr.append(...cells, ready, stale, resources(view), beat);
   return tr;
 }
 
