@@ -131,8 +131,12 @@ def test_the_dashboard_shows_the_fleet(server: LiveServer, tmp_path: Path) -> No
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Applied"}],
                 "resources": [
                     {"id": "motd", "kind": "File", "phase": "applied"},
-                    {"id": "web", "kind": "Package", "phase": "applied",
-                     "details": {"version": "1.22.1"}},
+                    {
+                        "id": "web",
+                        "kind": "Package",
+                        "phase": "applied",
+                        "details": {"version": "1.22.1"},
+                    },
                 ],
             },
         ).raise_for_status()

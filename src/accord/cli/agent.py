@@ -27,8 +27,8 @@ def agent(
     allow_kind: Annotated[
         list[str] | None,
         typer.Option(
-            help="A resource kind this node accepts (repeatable; default: File, "
-            "Directory, Symlink, Artifact)."
+            help="Also accept this resource kind (repeatable), besides File, Directory, "
+            "Symlink and Artifact, e.g. Package, SystemdUnit, Container."
         ),
     ] = None,
     allow_commands: Annotated[
@@ -54,13 +54,11 @@ def agent(
 
         if drift not in ("correct", "report"):
             raise errors.InputError(f"--drift must be 'correct' or 'report', not {drift!r}")
-        kinds = set(allow_kind or ["File", "Directory", "Symlink", "Artifact"])
-        if allow_commands:
-            kinds.add("Command")
+        kinds = accepted_kinds(allow_kind or [], allow_commands=allow_commands)
         schedule = load_windows(windows.read_text(), source=str(windows)) if windows else None
         config = AgentConfig(
             node=node,
-            allowed_kinds=frozenset(kinds),
+            allowed_kinds=kinds,
             heartbeat=heartbeat,
             drift_interval=drift_interval,
             drift_policy="report" if drift == "report" else "correct",
@@ -78,3 +76,16 @@ def agent(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
     runtime.run(main)
+
+
+BASE_KINDS = frozenset({"File", "Directory", "Symlink", "Artifact"})
+
+
+def accepted_kinds(extra: list[str], *, allow_commands: bool) -> frozenset[str]:
+    """The agent's kind allow-list: files and artifacts, plus what the operator opted into.
+
+    Kinds that run code as root (a package's maintainer scripts, a unit's ExecStart, a
+    container's entrypoint, a Command) are opt-in per node: a signed manifest says what the
+    control plane wants, the allow-list says what this device lets it do.
+    """
+    return BASE_KINDS | set(extra) | ({"Command"} if allow_commands else set())
