@@ -4,10 +4,12 @@ status, prune) against the recording stand-in of the docker CLI."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from accord.engine.converge import Options
 from accord.engine.local import LocalSession
@@ -19,6 +21,7 @@ from helpers import build_manifest
 from standins.container import StandIn
 
 IMAGE = "registry.example/web@sha256:" + "5e" * 32
+DOCS = Path(__file__).parents[2] / "docs" / "kinds" / "container.md"
 FAST = RetryPolicy(attempts=2, base=0.001, cap=0.002)
 
 
@@ -115,3 +118,11 @@ async def test_pruning_removes_the_container_accord_created(
     assert record.state is RunState.SUCCEEDED, record.conditions
     assert engine.containers() == {}
     assert IMAGE in engine.images()
+
+
+def test_the_examples_in_the_docs_are_valid_manifests() -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        resources = yaml.safe_load(block)
+        assert build_manifest(resources).resources
