@@ -42,6 +42,7 @@ from accord.testing.provider_contract import (
     Start,
     tree,
 )
+from contract import test_provider_container
 
 
 def _ids(user: str, group: str) -> tuple[int, int] | None:
@@ -345,6 +346,7 @@ CONTRACTS: list[type[ProviderContract]] = [
     TestDirectory,
     TestSymlink,
     TestCommand,
+    test_provider_container.TestContainer,
 ]
 
 

@@ -5,8 +5,9 @@ Specs are frozen and forbid unknown fields, so a typo (``moed: 0644``) is an err
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -15,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -120,3 +122,119 @@ class CommandSpec(Spec):
     timeout: float = Field(default=300.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
+
+
+# Container: the spec of the ``Container`` kind (accord.providers.container), in one block.
+
+CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # the engines' own rule
+VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _no_line_breaks(value: str, what: str) -> str:
+    # Env and labels go to the engine through line-based files (never argv, where every local
+    # user could read them), so a value cannot span lines.
+    if any(c in value for c in "\n\r\x00"):
+        raise ValueError(f"{what} may not contain line breaks or NUL")
+    return value
+
+
+class ContainerPort(Spec):
+    """A published port: ``host_port`` on the host (on ``host_ip``, default all) → the
+    container's ``container_port``."""
+
+    container_port: int = Field(ge=1, le=65535)
+    host_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    host_ip: str | None = Field(default=None, description="an IPv4 or IPv6 address; default all")
+
+    @field_validator("host_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        return None if value is None else str(ipaddress.ip_address(value))
+
+
+class ContainerVolume(Spec):
+    """A mount: a host path (bind mount) or a named volume, at ``target`` in the container."""
+
+    source: str = Field(
+        min_length=1,
+        description="a path (absolute, or relative to the first root; write ./data for a "
+        "relative one) or the name of a volume (no '/')",
+    )
+    target: str = Field(pattern=r"^/", description="an absolute path inside the container")
+    read_only: bool = False
+
+    @field_validator("source", "target")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if "," in value or any(c in value for c in "\n\r\x00"):  # --mount is a CSV list
+            raise ValueError("may not contain ',' or line breaks")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _path_or_name(cls, value: str) -> str:
+        if "/" not in value and not VOLUME_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is neither a path (it has no '/') nor a volume name ([a-zA-Z0-9_.-])"
+            )
+        return value
+
+    @property
+    def is_bind(self) -> bool:
+        """A host path (it has a '/'), not a named volume."""
+        return "/" in self.source
+
+
+class ContainerSpec(Spec):
+    """A container: created from a staged image, replaced when its definition changes.
+
+    ``image``, ``command``, ``env``, ``ports``, ``volumes`` and ``restart`` define the container
+    (a change re-creates it); ``running`` and ``runtime`` do not.
+    """
+
+    name: str = Field(pattern=CONTAINER_NAME.pattern, description="the container's name")
+    image: str = Field(
+        pattern=r"^[^\s-][^\s]*$",
+        description="an image reference; pin a digest (repo@sha256:…): a tag is resolved once, "
+        "when it is first staged on a machine",
+    )
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="argv replacing the image's CMD (never a shell string); default: the image's",
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[ContainerPort] = Field(default_factory=list)
+    volumes: list[ContainerVolume] = Field(default_factory=list)
+    restart: Literal["no", "on-failure", "always", "unless-stopped"] = Field(
+        default="unless-stopped",
+        description="the engine's restart policy; default unless-stopped, so a container "
+        "declared running survives crashes and reboots between runs",
+    )
+    running: bool = Field(default=True, description="whether it should be running")
+    runtime: Literal["auto", "podman", "docker"] = Field(
+        default="auto", description="auto: podman if it is on PATH, else docker"
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            if not ENV_NAME.match(key):
+                raise ValueError(
+                    f"env name {key!r} is not a variable name ([A-Za-z_][A-Za-z0-9_.-]*)"
+                )
+            _no_line_breaks(value, f"env {key}")
+        return env
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ContainerSpec:
+        targets = [v.target.rstrip("/") or "/" for v in self.volumes]
+        if len(set(targets)) != len(targets):
+            raise ValueError("two volumes mount at the same target")
+        bound = [(p.host_ip, p.host_port, p.protocol) for p in self.ports]
+        if len(set(bound)) != len(bound):
+            raise ValueError("two ports bind the same host port")
+        return self

@@ -1,0 +1,1 @@
+"""Stand-ins for outside programs the providers drive (container engines, …)."""
