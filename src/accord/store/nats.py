@@ -693,7 +693,12 @@ class NatsStore:
             raise errors.StoreError(f"{self.url}: the connection is closed")
         if not self._nc.is_connected:
             async with asyncio.timeout(self._options.timeout):
-                await self._connected.wait()
+                while not self._nc.is_connected:
+                    # nats-py may know of the disconnect before our callback has run: without
+                    # this, a stale "connected" would let a request into the reconnect buffer,
+                    # to be sent late, after the caller was told it failed.
+                    self._connected.clear()
+                    await self._connected.wait()
 
     @contextlib.contextmanager
     def _translated(self, what: str) -> Iterator[None]:
