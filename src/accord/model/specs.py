@@ -6,6 +6,8 @@ Specs are frozen and forbid unknown fields, so a typo (``moed: 0644``) is an err
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import (
@@ -21,10 +23,22 @@ from pydantic import (
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+_NO_REFERENCES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
 class Spec(BaseModel):
     """Base of every kind's spec."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def references(self) -> Mapping[str, tuple[str, ...]]:
+        """Resource ids this spec names, by field: ``{"restart_on": ("config",)}``.
+
+        The manifest loader checks that each exists (naming the field's line when not), and the
+        engine runs this resource after them, exactly as if they were in ``depends_on``.
+        Default: none.
+        """
+        return _NO_REFERENCES
 
 
 def _parse_mode(value: Any) -> Any:
