@@ -42,6 +42,7 @@ from accord.testing.provider_contract import (
     Start,
     tree,
 )
+from contract import test_provider_systemd as systemd  # a module: its classes run there, once
 
 
 def _ids(user: str, group: str) -> tuple[int, int] | None:
@@ -345,6 +346,9 @@ CONTRACTS: list[type[ProviderContract]] = [
     TestDirectory,
     TestSymlink,
     TestCommand,
+    systemd.TestSystemdUnit,
+    systemd.TestSystemdVendorUnit,
+    systemd.TestSystemdMaskedVendorUnit,
 ]
 
 
