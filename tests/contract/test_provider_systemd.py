@@ -281,7 +281,9 @@ async def test_a_reload_the_manager_still_needs_is_done_even_when_files_match(
     assert [f.field for f in change.fields] == ["loaded"], change.describe()
     standin.forget_calls()
     await converge(ctx, spec)
-    assert standin.runtime_calls() == ["daemon-reload"]
+    assert standin.runtime_calls() == ["daemon-reload", "restart app.service"]  # ran the old one
+    app = standin.units()["app.service"]
+    assert app["started_from"] == app["loaded"] and "/usr/bin/app" in app["loaded"]["text"]
     assert LIVE.diff(spec, await LIVE.observe(ctx, spec)).is_noop
 
 

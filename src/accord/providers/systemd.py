@@ -19,7 +19,8 @@ Apply, in this order
     file changed, so that links follow its ``[Install]`` section). One ``daemon-reload`` if a
     file or link changed, or the manager reports ``NeedDaemonReload`` (``systemctl enable``
     itself reloads; with ``--root`` it does not). Then start or stop; a running unit whose own
-    files changed is restarted when ``active: true`` (it runs its old definition until then).
+    files changed (or were stale) is restarted when ``active: true``: it runs its old
+    definition until then.
 Refresh (``restart_on``)
     ``restart`` when ``active: true``, ``try-restart`` (only if it runs) when ``active`` is
     unmanaged. When a trigger fired, ``apply`` leaves starting and restarting to ``refresh``,
@@ -163,12 +164,15 @@ class SystemdUnitProvider(Provider[SystemdUnitSpec, UnitState]):
         runtime = current.runtime
         if not self.live(ctx) or runtime is None:
             return
-        if files_changed or linked or runtime.stale:
+        # Stale: the files changed and the manager was not reloaded (a run died in between),
+        # so the running process has an old definition, as when the files change now.
+        redefined = files_changed or runtime.stale
+        if redefined or linked:
             await systemctl.run(ctx, "daemon-reload", record=True)
         if spec.active is True and not ctx.triggered:  # triggered: refresh restarts it, once
             if runtime.active not in RUNNING:
                 await systemctl.run(ctx, "start", "--", spec.name, record=True)
-            elif files_changed:
+            elif redefined:
                 await systemctl.run(ctx, "restart", "--", spec.name, record=True)
         elif spec.active is False and runtime.active not in STOPPED:
             await systemctl.run(ctx, "stop", "--", spec.name, record=True)
@@ -236,8 +240,11 @@ class SystemdUnitProvider(Provider[SystemdUnitSpec, UnitState]):
         root = f"--root={current.root}"
         done: list[str] = []
         was_running, was_enabled = bool(prior.get("active")), bool(prior.get("enabled"))
-        stop = runtime is not None and spec.active is not None and not was_running
-        if stop and runtime is not None and runtime.active not in STOPPED:
+        # Stop it if its running state is managed, or if its unit file goes (accord made it):
+        # a process must not outlive the unit that describes it.
+        made = spec.content is not None and prior.get("unit") is None
+        stop = spec.active is not None or made
+        if stop and not was_running and runtime is not None and runtime.active not in STOPPED:
             await systemctl.run(ctx, "stop", "--", spec.name, record=True)
             done.append("stopped")
         relinked = False
