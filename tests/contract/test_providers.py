@@ -43,6 +43,7 @@ from accord.testing.provider_contract import (
     tree,
 )
 from contract import test_provider_container
+from contract import test_provider_systemd as systemd  # a module: its classes run there, once
 
 
 def _ids(user: str, group: str) -> tuple[int, int] | None:
@@ -347,6 +348,9 @@ CONTRACTS: list[type[ProviderContract]] = [
     TestSymlink,
     TestCommand,
     test_provider_container.TestContainer,
+    systemd.TestSystemdUnit,
+    systemd.TestSystemdVendorUnit,
+    systemd.TestSystemdMaskedVendorUnit,
 ]
 
 

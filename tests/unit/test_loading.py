@@ -1,10 +1,11 @@
 import json
+from collections.abc import Mapping
 
 import pytest
 
 from accord import errors
 from accord.model.loading import json_schema, parse_manifest
-from accord.model.specs import CommandSpec, DirectorySpec, FileSpec, SymlinkSpec
+from accord.model.specs import CommandSpec, DirectorySpec, FileSpec, Spec, SymlinkSpec
 
 KINDS = {
     "File": FileSpec,
@@ -114,3 +115,54 @@ def test_date_like_values_stay_text_and_impossible_dates_are_not_a_crash() -> No
     manifest = parse_manifest(text, source="site.yaml", kinds=KINDS)
     conf = manifest.resources[1].spec
     assert isinstance(conf, FileSpec) and conf.content == "2026-02-30"
+
+
+class NotifySpec(Spec):
+    """A kind whose spec names other resources, as ``SystemdUnit.restart_on`` does."""
+
+    notify: tuple[str, ...] = ()
+
+    def references(self) -> Mapping[str, tuple[str, ...]]:
+        return {"notify": self.notify}
+
+
+REFERRING = """\
+metadata: {name: demo}
+resources:
+  - id: dir
+    kind: Directory
+    spec: {path: etc/app}
+  - id: tell
+    kind: Notify
+    depends_on: [dir]
+    spec:
+      notify:
+        - dir
+        - nope
+        - tell
+"""
+
+
+def test_ids_a_spec_references_must_exist_and_name_their_line() -> None:
+    kinds = {**KINDS, "Notify": NotifySpec}
+    with pytest.raises(errors.ManifestError) as info:
+        parse_manifest(REFERRING, source="site.yaml", kinds=kinds)
+    assert info.value.problems == [
+        "site.yaml:12: resource 'tell': spec.notify: unknown id 'nope'",
+        "site.yaml:13: resource 'tell': spec.notify: names itself",
+    ]
+
+
+def test_referenced_ids_order_a_resource_like_depends_on() -> None:
+    text = """\
+metadata: {name: demo}
+resources:
+  - {id: dir, kind: Directory, spec: {path: etc/app}}
+  - {id: more, kind: Directory, spec: {path: srv}}
+  - {id: tell, kind: Notify, depends_on: [dir], spec: {notify: [more, dir]}}
+"""
+    manifest = parse_manifest(text, source="site.yaml", kinds={**KINDS, "Notify": NotifySpec})
+    tell = manifest.resources[2]
+    assert tell.depends_on == ("dir",)
+    assert tell.predecessors == ("dir", "more")  # depends_on first, without repeats
+    assert manifest.resources[0].predecessors == ()

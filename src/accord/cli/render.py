@@ -74,17 +74,24 @@ def plan(plan: Plan, *, show_noop: bool = False) -> None:
         table.add_column(column)
     hidden = 0
     for step in (*plan.steps, *plan.prune):
-        if step.change.is_noop and not show_noop:
+        if step.change.is_noop and not step.refreshes and not show_noop:
             hidden += 1
             continue
         style = ACTION_STYLE[step.change.action]
         action = step.change.action.value + (" (stage first)" if step.stage else "")
-        table.add_row(step.id, step.kind, f"[{style}]{action}[/]", step.change.describe())
+        if step.refreshes and step.refresh is not None:
+            action += f" + {step.refresh.action}"
+        table.add_row(step.id, step.kind, f"[{style}]{action}[/]", step.describe())
     out = console()
     if table.row_count:
         out.print(table)
     counts = plan.counts()
     summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n and a != "noop")
+    refreshes: dict[str, int] = {}
+    for step in plan.steps:
+        if step.refreshes and step.refresh is not None:
+            refreshes[step.refresh.action] = refreshes.get(step.refresh.action, 0) + 1
+    summary = ", ".join([*filter(None, [summary]), *(f"{n} to {a}" for a, n in refreshes.items())])
     hint = f" (hidden: {hidden}, --all shows them)" if hidden else ""
     out.print(f"{summary or 'nothing to change'}; {counts['noop']} already converged{hint}")
 

@@ -9,6 +9,10 @@ failure that shows the diff.
 
 Retries: a ``TransientError`` is retried with backoff; each retry observes afresh, so it
 converges from whatever the failed attempt left behind.
+
+Refresh (``restart_on``): when a resource's trigger applied a change in this run, its
+provider's ``refresh`` runs once, after its own apply or no-op and before verification; an owed
+refresh survives failures and crashes (``accord.engine.refresh``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from accord.engine.gate import Gate, GateDecision
 from accord.engine.graph import Graph
 from accord.engine.inventory import Inventory, Managed
 from accord.engine.journal import Journal
+from accord.engine.refresh import Refreshes, because, planned, triggers_of
 from accord.engine.report import NullReporter, Reporter
 from accord.engine.retry import RetryPolicy, retrying
 from accord.model.manifest import Manifest, Resource, StateFlag, StateGoal
@@ -81,6 +86,9 @@ class Slot:
     reverted_record: Managed | None = None  # inventory record to restore on revert
     was_managed: bool = False
     note: str = ""  # overrides the change's reason (blocked, reverted, …)
+    triggers: tuple[str, ...] = ()  # ids whose change refreshes this resource (restart_on)
+    refreshed: str = ""  # what the refresh did in this run ("restarted")
+    during: str = "apply"  # the phase a failure of the step happened in
 
     def to_status(self, details: dict[str, Any] | None = None) -> ResourceStatus:
         change = self.change
@@ -150,7 +158,19 @@ class Converge:
             raise problems[0]
         if problems:
             raise errors.InputError("\n".join(sorted(str(p) for p in problems)))
+        asked = triggers_of([(s.provider, s.ctx, s.resource) for s in slots])
+        for slot, named in zip(slots, asked, strict=True):
+            slot.triggers = named
         managed = await Inventory(self.store, manifest.metadata.name).load()
+        ids = {r.id for r in manifest.resources}
+        heirs = _heirs(manifest, [m for m in managed.values() if m.id not in ids])
+        for old, new in heirs.items():
+            if new not in managed:  # the new id inherits what accord found before the old one
+                managed[new] = dataclasses.replace(managed[old], id=new)
+        refreshing = any(s.triggers for s in slots)
+        changes: dict[str, Change | None] = (
+            {s.resource.id: s.change for s in slots} if refreshing else {}
+        )
         steps = []
         for slot in slots:
             change = slot.change or Change(action=Action.UPDATE, reason="observe failed")
@@ -159,12 +179,13 @@ class Converge:
                 and not change.is_noop
                 and not await slot.provider.staged(slot.ctx, slot.resource.spec)
             )
-            steps.append(PlannedStep.of(slot.resource.id, slot.resource.kind, change, needs_stage))
-        ids = {r.id for r in manifest.resources}
-        heirs = _heirs(manifest, [m for m in managed.values() if m.id not in ids])
-        for old, new in heirs.items():
-            if new not in managed:  # the new id inherits what accord found before the old one
-                managed[new] = dataclasses.replace(managed[old], id=new)
+            refresh = None
+            if slot.triggers:
+                verb = slot.provider.refresh_verb
+                refresh = planned(slot.resource.id, slot.triggers, verb, changes, managed)
+            steps.append(
+                PlannedStep.of(slot.resource.id, slot.resource.kind, change, needs_stage, refresh)
+            )
         prune = tuple(
             PlannedStep(
                 id=m.id,
@@ -198,7 +219,7 @@ class Converge:
 
     async def run(self, manifest: Manifest) -> tuple[Plan, RunRecord]:
         """Run to the goal. Input errors raise before anything is written or changed."""
-        graph = Graph.compile((r.id, r.depends_on) for r in manifest.resources)
+        graph = Graph.compile((r.id, r.predecessors) for r in manifest.resources)
         plan, slots, managed = await self.plan(manifest)
         self.reporter.planned(plan)
         meta = manifest.metadata
@@ -302,6 +323,7 @@ class Converge:
     ) -> None:
         revert = self.options.on_failure == "revert"
         specs = [s.resource.spec.model_dump() for s in slots]
+        preds = [s.resource.predecessors for s in slots]
 
         inherited = set(self.heirs.values())  # records taken over from a renamed id: rewrite
 
@@ -312,12 +334,15 @@ class Converge:
                 known is not None
                 and rid not in inherited
                 and known.spec == specs[i]
-                and known.depends_on == slots[i].resource.depends_on
+                and known.depends_on == preds[i]
             )
+
+        ids = [s.resource.id for s in slots]
+        refreshes = Refreshes(ids, [s.triggers for s in slots], managed, inventory)
 
         def instant(i: int) -> bool:
             slot = slots[i]
-            return slot.phase is Phase.APPLIED and current_record(i)
+            return slot.phase is Phase.APPLIED and current_record(i) and not refreshes.waiting(i)
 
         self.reporter.phase("apply", sum(1 for s in slots if s.phase is not Phase.APPLIED))
 
@@ -335,28 +360,45 @@ class Converge:
                     prior = KEEP  # already as desired when adopted: pruning leaves it as it is
                 elif known is None and slot.provider.reversible:
                     prior = await slot.provider.snapshot(slot.ctx, spec, slot.current)
-                record = Managed(rid, slot.resource.kind, specs[i], slot.resource.depends_on, prior)
+                pending = tuple(t for t in known.pending if t in slot.triggers) if known else ()
+                record = Managed(rid, slot.resource.kind, specs[i], preds[i], prior, pending)
                 await inventory.save(record)  # before apply touches anything: keeps the prior
+                managed[rid] = record
                 slot.reverted_record = known
-            if slot.change is None or slot.change.is_noop:
+            now, earlier = refreshes.due(i)
+            change = slot.change
+            noop = change is None or change.is_noop
+            if noop and not now and not earlier:
                 return True  # converged already; only the inventory needed writing
+            await refreshes.owe(i, now)  # before anything changes: a crash keeps the debt
             started = time.monotonic()
-            await self.journal.event(run.run_id, "applying", resource=rid,
-                                     action=slot.change.action.value)  # fmt: skip
+            if change is not None and not noop:
+                await self.journal.event(run.run_id, "applying", resource=rid,
+                                         action=change.action.value)  # fmt: skip
             try:
-                if revert and slot.provider.reversible:
+                if revert and not noop and slot.provider.reversible:
                     slot.before = await slot.provider.snapshot(slot.ctx, spec, slot.current)
-                attempts = await self._converge_one(run, slot)
+                attempts = await self._converge_one(run, slot, (*now, *earlier), apply=not noop)
                 slot.attempts = attempts
                 slot.phase = Phase.APPLIED
                 slot.flag = StateFlag.APPLIED
-                await self.journal.event(run.run_id, "applied", resource=rid, attempts=attempts,
-                                         output=slot.output)  # fmt: skip
+                if not noop:
+                    await self.journal.event(run.run_id, "applied", resource=rid,
+                                             attempts=attempts, output=slot.output)  # fmt: skip
+                if now or earlier:
+                    refreshed = f"{slot.refreshed}: {because(now, earlier)}"
+                    own = f"{change.reason}; " if change is not None and not noop else ""
+                    slot.note = own + refreshed
+                    await self.journal.event(run.run_id, "refreshed", resource=rid,
+                                             triggers=[*now, *earlier], note=slot.refreshed,
+                                             output=slot.output if noop else None)  # fmt: skip
+                    await refreshes.paid(i)
+                refreshes.changed.add(i)
                 ok = True
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
                 self._fail(slot, exc)
                 await self.journal.event(
-                    run.run_id, "failed", resource=rid, during="apply",
+                    run.run_id, "failed", resource=rid, during=slot.during,
                     error=slot.error.model_dump() if slot.error else None,
                     diff=[f.model_dump(mode="json") for f in slot.diff] or None,
                     output=slot.output,
@@ -399,12 +441,16 @@ class Converge:
             await self.journal.event(run.run_id, "window_closed", closes_at=str(closes_at))
         halt.set()
 
-    async def _converge_one(self, run: RunRecord, slot: Slot) -> int:
-        """Apply, retrying transient failures from a fresh observation; then verify."""
+    async def _converge_one(
+        self, run: RunRecord, slot: Slot, fired: tuple[str, ...] = (), *, apply: bool = True
+    ) -> int:
+        """Apply (unless ``apply`` is false: a refresh only), retrying transient failures from a
+        fresh observation; refresh if triggers ``fired``; then verify."""
         spec = slot.resource.spec
         outputs: list[str] = []
-        ctx = slot.ctx.bind(slot.resource.id, output=outputs.append)
+        ctx = slot.ctx.bind(slot.resource.id, output=outputs.append, triggered=fired)
         first = True
+        attempts = 0
 
         async def attempt() -> None:
             nonlocal first
@@ -416,11 +462,21 @@ class Converge:
             await slot.provider.apply(ctx, spec, slot.current)
 
         try:
-            _, attempts = await retrying(
-                lambda: self._timed(attempt()),
-                self.options.retry,
-                on_retry=lambda n, exc, pause: self._note_retry(run, slot, "apply", exc, pause),
-            )
+            if apply:
+                _, attempts = await retrying(
+                    lambda: self._timed(attempt()),
+                    self.options.retry,
+                    on_retry=lambda n, exc, pause: self._note_retry(run, slot, "apply", exc, pause),
+                )
+            if fired:
+                slot.during = "refresh"
+                slot.refreshed, tries = await retrying(
+                    lambda: self._timed(slot.provider.refresh(ctx, spec, slot.current)),
+                    self.options.retry,
+                    on_retry=lambda n, exc, p: self._note_retry(run, slot, "refresh", exc, p),
+                )
+                attempts = max(attempts, tries)
+                slot.during = "apply"  # verification is reported as part of apply, as before
         finally:
             if outputs:
                 slot.output = "\n".join(outputs)
@@ -523,11 +579,12 @@ class Converge:
         counts: dict[str, int] = {}
         for phase in [s.phase for s in slots] + [p.phase for p in self.pruned]:
             counts[phase.value] = counts.get(phase.value, 0) + 1
-        changed = [s for s in slots if s.change is not None and not s.change.is_noop]
+        changed = [s for s in slots if s.refreshed or (s.change and not s.change.is_noop)]
         notable = []
         for s in slots:
             details = s.provider.details(s.resource.spec, s.current)
-            if details or s.phase is not Phase.APPLIED or s.change is None or not s.change.is_noop:
+            plain = s.phase is Phase.APPLIED and s.change is not None and s.change.is_noop
+            if details or not plain or s.refreshed:
                 notable.append(s.to_status(details))
         notable += self.pruned
         run.counts = counts

@@ -1,10 +1,15 @@
 """What accord manages on this machine, per manifest: one key per resource.
 
 ``managed.<manifest>.<resource>`` holds the resource's last applied kind, spec and
-dependencies (so a resource that leaves the manifest can still be pruned in dependency order)
-and ``prior``: what was at its place before accord first took it over, restored when it is
-pruned. The record is written *before* the first apply touches anything, so a crash in between
-cannot lose the prior state.
+dependencies (everything it runs after, ``restart_on`` included, so a resource that leaves the
+manifest can still be pruned in dependency order) and ``prior``: what was at its place before
+accord first took it over, restored when it is pruned. The record is written *before* the first
+apply touches anything, so a crash in between cannot lose the prior state.
+
+``pending`` lists triggers (``restart_on``) that changed, or were about to, while the resource's
+refresh has not happened yet: it is written before the trigger applies and cleared after the
+refresh, so a refresh that a failure, a block or a crash kept from running is run by the next
+run (at least once; never lost).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class Managed:
     spec: dict[str, Any]
     depends_on: tuple[str, ...]
     prior: dict[str, Any] | None
+    pending: tuple[str, ...] = ()  # triggers whose refresh of this resource is still owed
 
     def encode(self) -> bytes:
         record = {
@@ -32,6 +38,8 @@ class Managed:
             "depends_on": list(self.depends_on),
             "prior": self.prior,
         }
+        if self.pending:
+            record["pending"] = list(self.pending)
         return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
@@ -43,6 +51,7 @@ class Managed:
             spec=record["spec"],
             depends_on=tuple(record["depends_on"]),
             prior=record["prior"],
+            pending=tuple(record.get("pending", ())),
         )
 
 

@@ -94,10 +94,13 @@ def _parse(text: str, source: str) -> Any:
 
 
 def _check_references(manifest: Manifest, text: str, source: str) -> list[str]:
-    """Unique ids and known dependencies. Lines are looked up only for what is wrong."""
+    """Unique ids, and known ids in ``depends_on`` and in what specs reference (``restart_on``).
+
+    Lines are looked up only for what is wrong.
+    """
     ids = {r.id for r in manifest.resources}
     if len(ids) == len(manifest.resources) and all(
-        dep in ids and dep != r.id for r in manifest.resources for dep in r.depends_on
+        dep in ids and dep != r.id for r in manifest.resources for dep in r.predecessors
     ):
         return []
     locate = Locator(text)
@@ -108,13 +111,24 @@ def _check_references(manifest: Manifest, text: str, source: str) -> list[str]:
             line = locate(("resources", index))
             problems.append(f"{source}:{line}: resource {resource.id!r}: duplicate id")
         seen.add(resource.id)
-        for position, dep in enumerate(resource.depends_on):
-            if dep not in ids or dep == resource.id:
-                line = locate(("resources", index, "depends_on", position))
-                what = (
-                    "depends on itself" if dep == resource.id else f"depends_on: unknown id {dep!r}"
-                )
-                problems.append(f"{source}:{line}: resource {resource.id!r}: {what}")
+        named: list[tuple[tuple[Any, ...], str, str]] = [
+            (("depends_on", position), "depends_on", dep)
+            for position, dep in enumerate(resource.depends_on)
+        ]
+        named += [
+            (("spec", field, position), f"spec.{field}", ref)
+            for field, refs in resource.spec.references().items()
+            for position, ref in enumerate(refs)
+        ]
+        for where, field, ref in named:
+            if ref in ids and ref != resource.id:
+                continue
+            line = locate(("resources", index, *where))
+            if ref == resource.id:
+                what = "depends on itself" if field == "depends_on" else f"{field}: names itself"
+            else:
+                what = f"{field}: unknown id {ref!r}"
+            problems.append(f"{source}:{line}: resource {resource.id!r}: {what}")
     return problems
 
 

@@ -49,6 +49,16 @@ class Resource(BaseModel):
     spec: SerializeAsAny[Spec]
     depends_on: tuple[ResourceId, ...] = ()
 
+    @property
+    def predecessors(self) -> tuple[ResourceId, ...]:
+        """Every id this resource runs after: ``depends_on``, then the ids its spec references
+        (a unit's ``restart_on``), without repeats."""
+        references = self.spec.references()
+        if not references:
+            return self.depends_on
+        named = (ResourceId(rid) for ids in references.values() for rid in ids)
+        return tuple(dict.fromkeys((*self.depends_on, *named)))
+
 
 class Manifest(BaseModel):
     """The desired state of one machine."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,10 +25,22 @@ from pydantic import (
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+_NO_REFERENCES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
 class Spec(BaseModel):
     """Base of every kind's spec."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def references(self) -> Mapping[str, tuple[str, ...]]:
+        """Resource ids this spec names, by field: ``{"restart_on": ("config",)}``.
+
+        The manifest loader checks that each exists (naming the field's line when not), and the
+        engine runs this resource after them, exactly as if they were in ``depends_on``.
+        Default: none.
+        """
+        return _NO_REFERENCES
 
 
 def _parse_mode(value: Any) -> Any:
@@ -238,3 +252,47 @@ class ContainerSpec(Spec):
         if len(set(bound)) != len(bound):
             raise ValueError("two ports bind the same host port")
         return self
+# SystemdUnit
+
+UNIT_NAME = (
+    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?"
+    r"\.(service|socket|target|path|timer|mount|automount|swap|slice)$"
+)
+DROPIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9:_.@-]*\.conf$"
+
+
+class SystemdUnitSpec(Spec):
+    """A systemd unit: its unit file and drop-ins, whether it is enabled and running, and which
+    resources' changes restart it. Fields left out (``None``) are not managed."""
+
+    name: str = Field(
+        pattern=UNIT_NAME, max_length=255, description="the unit's name, e.g. app.service"
+    )
+    content: str | None = Field(
+        default=None,
+        min_length=1,  # an empty unit file is how systemd spells "masked"
+        description="the unit file /etc/systemd/system/NAME; unmanaged when omitted",
+    )
+    dropins: dict[Annotated[str, Field(pattern=DROPIN_NAME)], str | None] = Field(
+        default_factory=dict,
+        description="drop-ins in /etc/systemd/system/NAME.d/: file name → content (null: absent)",
+    )
+    enabled: bool | None = Field(default=None, description="started at boot (systemctl enable)")
+    active: bool | None = Field(default=None, description="running now (systemctl start/stop)")
+    restart_on: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(),
+        description="resource ids: when one of them changes in a run, the unit is restarted",
+    )
+
+    @model_validator(mode="after")
+    def _startable(self) -> SystemdUnitSpec:
+        if "@." in self.name and (self.active is not None or self.restart_on):
+            raise ValueError(
+                f"{self.name} is a template: only its instances (name@instance) can be started"
+            )
+        if self.restart_on and self.active is False:
+            raise ValueError("restart_on: a unit declared active: false is never restarted")
+        return self
+
+    def references(self) -> Mapping[str, tuple[str, ...]]:
+        return {"restart_on": self.restart_on} if self.restart_on else _NO_REFERENCES

@@ -24,6 +24,18 @@ A provider's phases and what each promises (peace's check → apply → verify, 
     Pure. A few facts about the observed thing for status reports (a package's installed
     version, a unit's active state, a container's start time and restarts): JSON values, keyed
     by short snake_case names. Default: none.
+``triggers(ctx, spec) -> ids`` and ``refresh(ctx, spec, current) -> note``
+    Optional, for a resource that must react when others change (a unit restarted when its
+    config file changes: Puppet's ``subscribe``, Ansible's ``notify``). ``triggers`` names
+    resource ids, which must be among those the spec references (``Spec.references``), so the
+    engine orders the resource after them; it may name none where this run cannot refresh (a
+    unit under a root that is not the live system). In an apply run where one of them applied
+    a change (or was refreshed), the engine calls ``refresh`` once, after this resource's own
+    ``apply`` or no-op and before verification; ``ctx.triggered`` names those triggers, in
+    ``apply`` as well, so that ``apply`` can leave to ``refresh`` what it would otherwise do
+    twice (start a unit, then restart it). Never called on a dry run or stage. A refresh that
+    did not happen (it failed, or the run died) is owed and done by the next run, so
+    ``refresh`` must be safe to repeat. ``refresh_verb`` names it in plans ("restart").
 
 Failures are typed: raise :class:`~accord.errors.TransientError` for what a retry may fix and
 :class:`~accord.errors.PermanentError` for what it will not. Anything else is treated as
@@ -68,6 +80,7 @@ class Context:
     resource_id: str = ""
     progress: Progress = _no_progress
     output: Callable[[str], None] | None = None  # receives captured command output
+    triggered: tuple[str, ...] = ()  # triggers that changed in this run: refresh follows apply
 
     def bind(self, resource_id: str, **changes: Any) -> Context:
         """A copy of this context for one resource, with any other fields changed."""
@@ -88,6 +101,7 @@ class Provider(Generic[S, O]):
     stages: ClassVar[bool] = False
     reversible: ClassVar[bool] = True  # can delete()/snapshot() put things back?
     verifiable: ClassVar[bool] = True  # does observing after apply show the goal was reached?
+    refresh_verb: ClassVar[str] = "refresh"  # what ``refresh`` does, as a plan says it
 
     async def observe(self, ctx: Context, spec: S) -> O | None:
         raise NotImplementedError
@@ -116,3 +130,11 @@ class Provider(Generic[S, O]):
     def details(self, spec: S, current: O | None) -> dict[str, Any]:
         """Facts about the observed thing for status reports; see the module docstring."""
         return {}
+
+    def triggers(self, ctx: Context, spec: S) -> tuple[str, ...]:
+        """Ids whose change in a run calls ``refresh``; see the module docstring. Default: none."""
+        return ()
+
+    async def refresh(self, ctx: Context, spec: S, current: O | None) -> str:
+        """React to a trigger's change; returns what was done ("restarted"), for the status."""
+        return "nothing to refresh"

@@ -51,7 +51,9 @@ What the suite checks, for every pair (see :mod:`accord.providers.base` for the 
   after ``apply`` restores the start exactly (mtimes aside; parent directories that ``apply``
   made on the way may stay). ``delete(prior=None)`` only removes — one entry, and under it only
   what ``apply`` made — after which the resource observes as absent (a ``create``), unless it
-  kept everything (a directory holding unmanaged entries). Both deletes are idempotent.
+  kept everything (a directory holding unmanaged entries). A class that sets ``several_things``
+  (a unit: its file, its drop-in directory, its enablement link, its process) may remove one
+  entry per thing, each held to the same rule. Both deletes are idempotent.
   Non-reversible providers' ``delete`` must leave the tree alone;
 * every failure is an :class:`~accord.errors.AccordError`: any other exception from any phase
   fails the test, naming the phase.
@@ -317,6 +319,9 @@ class ProviderContract:
         allow_commands: what the default :meth:`context` passes on (``Command`` needs it).
         reapply_touches: set when a repeated ``apply`` legitimately rewrites (a guarded command
             run again, a link re-made): the tree must then be equal but for mtimes.
+        several_things: set when one resource manages several things in different places
+            (a unit's file, drop-ins, enablement link and process): ``delete(prior=None)``
+            may then remove one entry per thing rather than one entry in all.
         known_failures: cases that fail for a known bug, as strict xfails.
     """
 
@@ -325,6 +330,7 @@ class ProviderContract:
     starts: ClassVar[Sequence[Start]]
     allow_commands: ClassVar[bool] = False
     reapply_touches: ClassVar[bool] = False
+    several_things: ClassVar[bool] = False
     known_failures: ClassVar[Sequence[KnownFailure]] = ()
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
@@ -494,7 +500,7 @@ class ProviderContract:
         if not self.provider.reversible:
             _assert_same(applied, after, "delete of an irreversible resource changed things")
         else:
-            _assert_removed_one_thing(start, applied, after)
+            _assert_removed_one_thing(start, applied, after, several=self.several_things)
             change = self._diff(spec, await self._observe(ctx, spec))
             gone = change.action is Action.CREATE
             assert gone or after == applied, (
@@ -619,23 +625,31 @@ def _sandbox_parent() -> str | None:
 
 
 def _assert_removed_one_thing(
-    start: Mapping[str, Node], applied: Mapping[str, Node], after: Mapping[str, Node]
+    start: Mapping[str, Node],
+    applied: Mapping[str, Node],
+    after: Mapping[str, Node],
+    *,
+    several: bool = False,
 ) -> None:
-    """``delete(prior=None)`` only removes: one entry, and under it only what apply made."""
+    """``delete(prior=None)`` only removes: one entry (with ``several``, one per thing it
+    manages), and under each only what apply made."""
     kept = {name: node for name, node in applied.items() if name in after}
     _assert_same(kept, after, "delete(prior=None) changed what it did not remove")
     removed = sorted(applied.keys() - after.keys(), key=len)
     if not removed:
         return
-    top, below = removed[0], removed[1:]
-    stray = [name for name in below if not name.startswith(f"{top}/")]
-    assert not stray, f"delete(prior=None) removed {top} and also {stray}"
-    unmanaged = [name for name in below if start.get(name) == applied[name]]
-    assert not unmanaged, f"delete(prior=None) removed {unmanaged}, which apply did not make"
-    if start.get(top) == applied[top]:  # there before apply: the managed thing, not a container
-        assert not below, (
-            f"delete(prior=None) removed {top}, which apply did not make, with {below}"
-        )
+    tops = [name for name in removed if not any(name.startswith(f"{t}/") for t in removed)]
+    if not several:
+        stray = [name for name in removed[1:] if not name.startswith(f"{removed[0]}/")]
+        assert not stray, f"delete(prior=None) removed {removed[0]} and also {stray}"
+    for top in tops:
+        below = [name for name in removed if name.startswith(f"{top}/")]
+        unmanaged = [name for name in below if start.get(name) == applied[name]]
+        assert not unmanaged, f"delete(prior=None) removed {unmanaged}, which apply did not make"
+        if start.get(top) == applied[top]:  # there before apply: a managed thing, not a container
+            assert not below, (
+                f"delete(prior=None) removed {top}, which apply did not make, with {below}"
+            )
 
 
 def _parents_made(start: Mapping[str, Node], applied: Mapping[str, Node]) -> set[str]:

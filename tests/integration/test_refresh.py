@@ -1,0 +1,142 @@
+"""The engine's refresh mechanism (``restart_on``) over a kind made up here, to show it is generic:
+``Bell`` rings (its refresh) when a resource it names changed in the run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from accord import errors
+from accord.engine.converge import Options
+from accord.engine.local import LocalSession
+from accord.engine.retry import RetryPolicy
+from accord.model.manifest import StateGoal
+from accord.model.plan import Action, Change, Plan
+from accord.model.specs import Spec
+from accord.model.status import Phase, RunRecord, RunState
+from accord.providers.base import Context, Provider
+from accord.providers.registry import Registry
+from helpers import build_manifest, fake_resource
+
+FAST = RetryPolicy(attempts=2, base=0.001, cap=0.002)
+
+
+class BellSpec(Spec):
+    key: str
+    rings_on: tuple[str, ...] = ()
+
+    def references(self) -> Mapping[str, tuple[str, ...]]:
+        return {"rings_on": self.rings_on}
+
+
+@dataclass
+class BellProvider(Provider[BellSpec, bool]):
+    kind: ClassVar[str] = "Bell"
+    spec_model: ClassVar[type[Spec]] = BellSpec
+    refresh_verb: ClassVar[str] = "ring"
+
+    rings: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (key, triggered)
+    broken: bool = False
+
+    async def observe(self, ctx: Context, spec: BellSpec) -> bool:
+        return True
+
+    def diff(self, spec: BellSpec, current: bool | None) -> Change:
+        return Change.noop("a bell is always there")
+
+    async def apply(self, ctx: Context, spec: BellSpec, current: bool | None) -> None:
+        raise AssertionError("a bell never differs")
+
+    async def delete(self, ctx: Context, spec: BellSpec, prior: Any) -> str:
+        return "gone"
+
+    def triggers(self, ctx: Context, spec: BellSpec) -> tuple[str, ...]:
+        return spec.rings_on
+
+    async def refresh(self, ctx: Context, spec: BellSpec, current: bool | None) -> str:
+        if self.broken:
+            raise errors.PermanentError("the bell is cracked")
+        self.rings.append((spec.key, ctx.triggered))
+        return "rang"
+
+
+@pytest.fixture
+def bell(registry: Registry) -> BellProvider:
+    provider = BellProvider()
+    registry.register(provider)
+    return provider
+
+
+def bell_resource(key: str, *rings_on: str) -> dict[str, Any]:
+    return {"id": key, "kind": "Bell", "spec": {"key": key, "rings_on": list(rings_on)}}
+
+
+async def run(resources: list[dict[str, Any]], root: Path, state_dir: Path, registry: Registry,
+              goal: StateGoal = StateGoal.APPLY) -> tuple[Plan, RunRecord]:  # fmt: skip
+    manifest = build_manifest(resources, registry=registry)
+    async with LocalSession(roots=[root], state_dir=state_dir, registry=registry) as session:
+        return await session.converge(manifest, base_dir=root, options=Options(goal=goal,
+                                      retry=FAST))  # fmt: skip
+
+
+async def test_a_bell_rings_once_when_what_it_names_changed(
+    root: Path, state_dir: Path, registry: Registry, bell: BellProvider
+) -> None:
+    resources = [fake_resource("a", "1"), fake_resource("b", "1"), bell_resource("bell", "a", "b")]
+    _, record = await run(resources, root, state_dir, registry)
+    assert bell.rings == [("bell", ("a", "b"))]
+    status = next(r for r in record.resources if r.id == "bell")
+    assert status.reason == "rang: 'a' and 'b' changed" and status.phase is Phase.APPLIED
+    assert record.changed == 3
+
+    bell.rings.clear()
+    _, record = await run(resources, root, state_dir, registry)
+    assert bell.rings == [] and record.changed == 0  # nothing changed: silence
+
+    resources[1] = fake_resource("b", "2")
+    plan, _ = await run(resources, root, state_dir, registry, StateGoal.DRY_RUN)
+    step = next(s for s in plan.steps if s.id == "bell")
+    assert step.change.action is Action.NOOP and step.refreshes
+    assert step.describe() == "a bell is always there; ring: 'b' changes"
+    assert bell.rings == []  # a dry run rings nothing
+    await run(resources, root, state_dir, registry, StateGoal.STAGE)
+    assert bell.rings == []  # nor does staging
+    await run(resources, root, state_dir, registry)
+    assert bell.rings == [("bell", ("b",))]
+
+
+async def test_a_ring_that_failed_is_owed_to_the_next_run(
+    root: Path, state_dir: Path, registry: Registry, bell: BellProvider
+) -> None:
+    resources = [fake_resource("a", "1"), bell_resource("bell", "a")]
+    await run(resources, root, state_dir, registry)
+    bell.broken = True
+    resources[0] = fake_resource("a", "2")
+    _, record = await run(resources, root, state_dir, registry)
+    assert record.state is RunState.FAILED
+    bell.broken = False
+    plan, _ = await run(resources, root, state_dir, registry, StateGoal.DRY_RUN)
+    step = next(s for s in plan.steps if s.id == "bell")
+    assert step.describe().endswith("ring: 'a' changed in an earlier run that did not ring it")
+    bell.rings.clear()
+    _, record = await run(resources, root, state_dir, registry)
+    assert bell.rings == [("bell", ("a",))]
+    bell.rings.clear()
+    await run(resources, root, state_dir, registry)
+    assert bell.rings == []
+
+
+async def test_a_trigger_a_spec_does_not_reference_is_a_provider_bug(
+    root: Path, state_dir: Path, registry: Registry, bell: BellProvider
+) -> None:
+    class Liar(BellProvider):
+        def triggers(self, ctx: Context, spec: BellSpec) -> tuple[str, ...]:
+            return ("a",)
+
+    registry.register(Liar())
+    with pytest.raises(errors.AccordError, match="a bug in that provider"):
+        await run([fake_resource("a"), bell_resource("bell")], root, state_dir, registry)
