@@ -252,6 +252,8 @@ class ContainerSpec(Spec):
         if len(set(bound)) != len(bound):
             raise ValueError("two ports bind the same host port")
         return self
+
+
 # SystemdUnit
 
 UNIT_NAME = (
