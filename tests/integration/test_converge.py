@@ -372,3 +372,27 @@ async def test_status_carries_the_providers_details_of_what_it_last_saw(
     assert {r.id: r.details for r in record.resources} == {
         "made": {"length": 12}, "kept": {"length": 7},
     }  # fmt: skip
+
+
+class _UnsureStager(FakeProvider):
+    """A fake that stages, and cannot tell whether key ``bad`` is staged."""
+
+    stages = True
+
+    async def staged(self, ctx: Any, spec: Any) -> bool:
+        if spec.key == "bad":
+            raise errors.PermanentError("cannot read the stage cache")
+        return True
+
+
+async def test_a_failing_staged_check_fails_its_resource_not_the_plan(
+    root: Path, state_dir: Path
+) -> None:
+    registry = Registry.from_entry_points()
+    registry.register(_UnsureStager())
+    manifest = build_manifest([fake_resource("bad"), fake_resource("good")], registry=registry)
+    record = await converge(manifest, root, state_dir, registry=registry)
+    assert record.state is RunState.FAILED
+    phases = {r.id: (r.phase, r.error.message if r.error else "") for r in record.resources}
+    assert phases["bad"] == (Phase.FAILED, "cannot read the stage cache")
+    assert phases["good"][0] is Phase.APPLIED

@@ -86,6 +86,7 @@ class Slot:
     reverted_record: Managed | None = None  # inventory record to restore on revert
     was_managed: bool = False
     note: str = ""  # overrides the change's reason (blocked, reverted, …)
+    unstaged: bool = False  # its provider stages, and has not staged this spec yet
     triggers: tuple[str, ...] = ()  # ids whose change refreshes this resource (restart_on)
     refreshed: str = ""  # what the refresh did in this run ("restarted")
     during: str = "apply"  # the phase a failure of the step happened in
@@ -148,6 +149,12 @@ class Converge:
             try:
                 slot.current = await slot.provider.observe(slot.ctx, slot.resource.spec)
                 slot.change = slot.provider.diff(slot.resource.spec, slot.current)
+                # Here, not in the plan loop: a staged() that fails is this resource's failure.
+                slot.unstaged = (
+                    slot.provider.stages
+                    and not slot.change.is_noop
+                    and not await slot.provider.staged(slot.ctx, slot.resource.spec)
+                )
             except errors.InputError as exc:
                 problems.append(exc)
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
@@ -174,17 +181,12 @@ class Converge:
         steps = []
         for slot in slots:
             change = slot.change or Change(action=Action.UPDATE, reason="observe failed")
-            needs_stage = (
-                slot.provider.stages
-                and not change.is_noop
-                and not await slot.provider.staged(slot.ctx, slot.resource.spec)
-            )
             refresh = None
             if slot.triggers:
                 verb = slot.provider.refresh_verb
                 refresh = planned(slot.resource.id, slot.triggers, verb, changes, managed)
             steps.append(
-                PlannedStep.of(slot.resource.id, slot.resource.kind, change, needs_stage, refresh)
+                PlannedStep.of(slot.resource.id, slot.resource.kind, change, slot.unstaged, refresh)
             )
         prune = tuple(
             PlannedStep(
