@@ -396,3 +396,23 @@ async def test_a_failing_staged_check_fails_its_resource_not_the_plan(
     phases = {r.id: (r.phase, r.error.message if r.error else "") for r in record.resources}
     assert phases["bad"] == (Phase.FAILED, "cannot read the stage cache")
     assert phases["good"][0] is Phase.APPLIED
+
+
+async def test_a_renamed_resource_keeps_what_its_identity_names(
+    root: Path, state_dir: Path, registry: Registry, fake: FakeProvider
+) -> None:
+    """Not only paths: the fake's identity is its key (a unit's or a container's is its name)."""
+    fake.data["k"] = "before accord"
+    first = build_manifest([fake_resource("k", "mine")], registry=registry)
+    assert (await converge(first, root, state_dir, registry=registry)).state is RunState.SUCCEEDED
+    renamed = build_manifest(
+        [{"id": "renamed", "kind": "Fake", "spec": {"key": "k", "value": "mine"}}],
+        registry=registry,
+    )
+    record = await converge(renamed, root, state_dir, registry=registry)
+    assert record.state is RunState.SUCCEEDED
+    assert ("delete", "k") not in fake.calls  # not pruned: taken over by the new id
+    assert fake.data["k"] == "mine"
+    # The new id inherited the prior state: removing it puts back what was there before.
+    await converge(build_manifest([], registry=registry), root, state_dir, registry=registry)
+    assert fake.data["k"] == "before accord"

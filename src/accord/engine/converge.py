@@ -628,22 +628,32 @@ def _prune_reason(resource_id: str, heirs: dict[str, str]) -> str:
 
 
 def _heirs(manifest: Manifest, gone: list[Managed]) -> dict[str, str]:
-    """Old ids whose path a resource of the new manifest manages: a rename, not a removal.
+    """Old ids whose thing (``Spec.identity_field``: a path, a unit, a container) a resource
+    of the new manifest manages, with the same kind: a rename, not a removal.
 
-    Pruning such an id would restore the path's pre-accord state under the new resource's
-    feet; instead the new id takes over the old one's record (and so its prior state).
+    Pruning such an id would restore the thing's pre-accord state (or remove it) under the new
+    resource's feet; instead the new id takes over the old one's record (and its prior state).
     """
+    fields: dict[str, str] = {}
     claimed: dict[tuple[str, str], str] = {}
     for resource in manifest.resources:
-        path = getattr(resource.spec, "path", None)
-        if isinstance(path, str):
-            claimed[(resource.kind, os.path.normpath(path))] = resource.id
+        field = fields.setdefault(resource.kind, type(resource.spec).identity_field)
+        identity = _identity(field, getattr(resource.spec, field, None))
+        if identity is not None:
+            claimed[(resource.kind, identity)] = resource.id
     heirs: dict[str, str] = {}
     for record in gone:
-        path = record.spec.get("path")
-        if isinstance(path, str) and (record.kind, os.path.normpath(path)) in claimed:
-            heirs[record.id] = claimed[(record.kind, os.path.normpath(path))]
+        named = fields.get(record.kind)
+        identity = None if named is None else _identity(named, record.spec.get(named))
+        if identity is not None and (record.kind, identity) in claimed:
+            heirs[record.id] = claimed[(record.kind, identity)]
     return heirs
+
+
+def _identity(field: str, value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return os.path.normpath(value) if field == "path" else value
 
 
 def _error_record(exc: BaseException) -> ErrorRecord:

@@ -9,7 +9,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,11 @@ class Spec(BaseModel):
     """Base of every kind's spec."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identity_field: ClassVar[str] = "path"
+    """The field naming what the resource manages on the machine (a path, a unit, a
+    container): a resource renamed in the manifest but with the same identity is taken over by
+    its new id instead of being pruned and made again."""
 
     def references(self) -> Mapping[str, tuple[str, ...]]:
         """Resource ids this spec names, by field: ``{"restart_on": ("config",)}``.
@@ -208,6 +213,8 @@ class ContainerSpec(Spec):
     (a change re-creates it); ``running`` and ``runtime`` do not.
     """
 
+    identity_field: ClassVar[str] = "name"
+
     name: str = Field(pattern=CONTAINER_NAME.pattern, description="the container's name")
     image: str = Field(
         pattern=r"^[^\s-][^\s]*$",
@@ -266,6 +273,8 @@ DROPIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9:_.@-]*\.conf$"
 class SystemdUnitSpec(Spec):
     """A systemd unit: its unit file and drop-ins, whether it is enabled and running, and which
     resources' changes restart it. Fields left out (``None``) are not managed."""
+
+    identity_field: ClassVar[str] = "name"
 
     name: str = Field(
         pattern=UNIT_NAME, max_length=255, description="the unit's name, e.g. app.service"

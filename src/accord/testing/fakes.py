@@ -20,6 +20,8 @@ from accord.providers.base import Context, Memo, Provider
 
 
 class FakeSpec(Spec):
+    identity_field: ClassVar[str] = "key"
+
     key: str = Field(min_length=1)
     value: str
 
