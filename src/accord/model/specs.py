@@ -6,7 +6,7 @@ Specs are frozen and forbid unknown fields, so a typo (``moed: 0644``) is an err
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -120,3 +120,33 @@ class CommandSpec(Spec):
     timeout: float = Field(default=300.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
+
+
+# Package (Debian family: apt and dpkg)
+
+PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9][a-z0-9-]*)?$"
+DEBIAN_VERSION = r"^(any|([0-9]+:)?[0-9][A-Za-z0-9.+~:-]*)$"
+
+
+class PackageSpec(Spec):
+    """A Debian package (apt, dpkg): installed at a pinned or any version, or absent."""
+
+    name: str = Field(pattern=PACKAGE_NAME, description="a package name, optionally :architecture")
+    version: str = Field(
+        default="any",
+        pattern=DEBIAN_VERSION,
+        description="a Debian version to pin ([epoch:]upstream[-revision]), or 'any'",
+    )
+    state: Literal["present", "absent"] = "present"
+    purge: bool = Field(default=False, description="with state absent: remove config files too")
+    timeout: float = Field(
+        default=600.0, gt=0, description="seconds each install or removal (apt, dpkg) may take"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PackageSpec:
+        if self.state == "absent" and self.version != "any":
+            raise ValueError("'version' applies to state 'present'; an absent package has none")
+        if self.state == "present" and self.purge:
+            raise ValueError("'purge' applies to state 'absent'")
+        return self
