@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import contract.test_provider_package as package_contract
 from accord import errors
 from accord.model.plan import Action
 from accord.model.specs import (
@@ -345,6 +346,7 @@ CONTRACTS: list[type[ProviderContract]] = [
     TestDirectory,
     TestSymlink,
     TestCommand,
+    package_contract.TestPackage,
 ]
 
 
