@@ -35,7 +35,8 @@ STALE = re.compile(r"^accord-test-p(\d+)-")
 
 
 def _skip_reason() -> str | None:
-    missing = [t for t in ("dpkg", "dpkg-deb", "dpkg-query", "apt-get") if not shutil.which(t)]
+    tools = ("dpkg", "dpkg-deb", "dpkg-query", "apt-get", "apt-config", "apt-mark")
+    missing = [t for t in tools if not shutil.which(t)]
     if missing:
         return f"Package tests need dpkg and apt (Debian family); missing: {', '.join(missing)}"
     if os.geteuid() != 0:
@@ -97,6 +98,15 @@ class Repo:
         for pkg in pkgs:
             _build(pkg, self.deb(pkg), self.base / "build")
             self.packages.append(pkg)
+        self._index()
+
+    def withdraw(self, pkg: Pkg) -> None:
+        """Drop ``pkg`` from the index (its file stays), as a mirror drops a superseded version."""
+        self.packages.remove(pkg)
+        self._index()
+
+    def republish(self, pkg: Pkg) -> None:
+        self.packages.append(pkg)
         self._index()
 
     def _index(self) -> None:
@@ -210,6 +220,9 @@ def serving(base: Path) -> Iterator[Repo]:
 
         def send_head(self) -> Any:
             repo.requests.append(self.path)
+            # Always the whole file: "not modified since" has a resolution of seconds, and an
+            # index rewritten within the second it was fetched would look unchanged.
+            del self.headers["If-Modified-Since"]
             return super().send_head()
 
         def log_message(self, format: str, *args: object) -> None:

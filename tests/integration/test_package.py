@@ -25,7 +25,7 @@ from accord.engine.retry import RetryPolicy
 from accord.model.manifest import Manifest, StateGoal
 from accord.model.specs import PackageSpec
 from accord.model.status import Phase, RunRecord, RunState
-from accord.providers import debstage
+from accord.providers import apt, debstage
 from accord.providers.base import Context
 from accord.providers.package import PackageProvider
 from accord.testing.provider_contract import ProviderContract, Sandbox
@@ -129,6 +129,34 @@ async def test_stage_then_apply_in_a_window_without_network(
     again = await converge(manifest, root, state_dir)
     assert again.state is RunState.SUCCEEDED and again.changed == 0
     assert statuses(again)["app"].details == {"version": "2.0", "architecture": "all"}
+
+
+async def test_the_window_installs_what_was_staged_when_the_lists_moved_on(
+    repo: Repo, root: Path, state_dir: Path
+) -> None:
+    """Between staging and the window, a daily apt-get update may drop the staged version from
+    apt's lists (a mirror keeps only the newest): apply installs the files stage recorded."""
+    manifest = build_manifest([resource("app", APP2, version="2.0")])
+    staged = await converge(manifest, root, state_dir, goal=StateGoal.STAGE)
+    assert staged.state is RunState.SUCCEEDED
+    repo.withdraw(APP2)
+    try:
+        repo.update()
+        with pytest.raises(errors.PermanentError, match=r"'2.0' for .* was not found"):
+            await apt.print_uris([], [f"{APP2.name}=2.0"], what="apt knows it no more")
+        repo.reachable = False
+        repo.requests.clear()
+        applied = await converge(manifest, root, state_dir)
+        asked = list(repo.requests)
+    finally:
+        repo.republish(APP2)
+        repo.reachable = True
+        repo.update()
+    assert applied.state is RunState.SUCCEEDED, statuses(applied)["app"].error
+    assert asked == []
+    assert states() == {APP2.name: "ii 2.0", LIB11.name: "ii 1.1"}
+    auto = await apt_mark_auto()
+    assert LIB11.name in auto and APP2.name not in auto  # as apt would have marked them
 
 
 async def test_upgrade_and_downgrade_carry_dependencies_along(
@@ -337,9 +365,7 @@ async def test_a_timed_out_install_is_killed_and_the_next_apply_finishes_it(
     assert states() == {SLOW.name: "ii 1.0"}
 
 
-async def test_apt_forgets_its_cache_whenever_dpkg_changes_things(
-    repo: Repo, ctx: Context
-) -> None:
+async def test_apt_forgets_its_cache_whenever_dpkg_changes_things(repo: Repo, ctx: Context) -> None:
     """apt trusts pkgcache.bin while dpkg's status file keeps its size and mtime (seconds); a
     quick change of the same size would go unnoticed, so every change deletes the cache."""
     pkgcache = repo.apt_config.parent / "cache" / "pkgcache.bin"

@@ -1,44 +1,45 @@
 """``Package``: a Debian package (apt and dpkg), installed at a pinned or any version, or absent.
 
+User docs: ``docs/kinds/package.md``. The modules beside this one: :mod:`.apt` runs apt and
+dpkg, :mod:`.debstage` keeps the staged .debs, :mod:`.debversion` orders Debian versions.
+
 **observe** asks ``dpkg-query``. It never returns ``None``: a name dpkg does not know is
 observed as ``not-installed`` (one of dpkg's own statuses), because ``absent`` is a state a
 resource may declare and then reach, not the resource's non-existence. Only configuration files
 left (``config-files``) is not installed either. **diff** is pure: versions compare as dpkg
-compares them (:mod:`accord.providers.debversion`), so ``1.0`` equals ``0:1.0`` and a plan can
-say "upgrade" or "downgrade"; ``version: any`` is satisfied by whatever is installed.
+compares them, so ``1.0`` equals ``0:1.0`` and a plan can say "upgrade" or "downgrade";
+``version: any`` is satisfied by whatever is installed.
 
 **stage** asks apt what installing ``name[=version]`` would fetch right now (``apt-get install
---print-uris`` against an empty archive directory, so the answer is the complete set with each
-file's size and SHA256 from the repository's index) and puts every file into accord's own apt
-archive directory, ``STATE_DIR/cache/apt/archives``: ``file:`` repositories and apt's own cache
-are copied from directly (apt would use a ``file:`` .deb in place and never copy it), the rest
-is downloaded by ``apt-get install --download-only`` with that archive directory. If apt does not
-know the package or version, or a download fails, stage refreshes apt's lists once
-(``apt-get update``: it changes no installed package) and tries again. Stage also keeps the .deb
-of each installed version that apply would replace or remove, when apt can still get it, so
-that reverting in the maintenance window needs no network either. ``staged()`` is true when
-every one of those files is present with the right size *and* SHA256: apt checks only the size
-of a file in an archive directory, and dpkg would unpack a corrupt one halfway.
+--print-uris`` against an empty archive directory: the complete set, each file with the size
+and SHA256 of the repository's index) and puts every file into accord's own apt archive
+directory, verified, recording what it staged (:mod:`.debstage`). If apt does not know the
+package or version, or a download fails, it refreshes apt's lists once (``apt-get update``
+changes no installed package) and tries again. It also keeps the .deb of each version that
+apply replaces or removes, when apt can still get it, so that reverting in the maintenance
+window needs no network either; ``staged()`` covers those too.
 
-**apply** resolves again, refuses unless every file apt wants is staged and intact, then runs
-``apt-get install --no-download`` with the same archive directory: no network, apt's own
-resolution, ordering, conffile handling (``--force-confdef --force-confold``: local changes are
-kept) and auto-marking of dependencies. It passes ``--no-remove``: installing a package never
-removes another one as a side effect; such a conflict fails with the packages named, to be
-declared absent. A pinned version may be a downgrade (``--allow-downgrades``). A package on
-hold (``apt-mark hold``) is refused, not overridden. If dpkg was interrupted (a killed earlier
-run, a power cut), apply runs ``dpkg --configure -a`` first, as an admin would. ``absent``
-removes with ``dpkg --remove`` (``--purge`` with ``purge: true``) rather than ``apt-get
-remove``, which would also remove every package that depends on it: dpkg refuses instead and
-names them.
+**apply** refuses unless what it is to install is all staged and intact: what apt resolves now
+if it is, else what stage recorded (apt's lists may have moved on since staging, or a ``file:``
+repository be gone). Then ``apt-get install --no-download`` from the archive directory — apt's
+own resolution, ordering and auto-marking (given the recorded files by path, apt marks them all
+manual, so the dependencies are marked auto again). ``--no-remove``: installing never removes
+another package as a side effect; such a conflict fails naming the packages, to be declared
+absent. ``--force-confdef --force-confold``: local changes to conffiles are kept. A pinned
+version may be a downgrade (``--allow-downgrades``). A package on hold is refused, not
+overridden. If dpkg was interrupted, apply runs ``dpkg --configure -a`` first, as an admin
+would. ``absent`` removes with ``dpkg --remove`` (``--purge`` with ``purge: true``) rather than
+``apt-get remove``, which would also remove every package that depends on it: dpkg refuses and
+names them. After anything that changes dpkg's database, apt's binary caches are deleted
+(:func:`.apt.forget_caches`: apt would not notice every change).
 
-**snapshot** records the prior state of the package and of every package the install would
-add or change (version, or absent, or only config files). **delete** with that snapshot puts
-them all back: older versions from the staged .debs (or apt's cache) with ``dpkg -i``, and
-packages that were absent are purged (dependencies that something else now needs are kept,
-and the note says so). When a prior version's .deb is in neither cache, delete says so in a
-:class:`~accord.errors.PermanentError` after restoring what it could. Without a snapshot,
-delete purges the package (an ``absent`` resource owns nothing to delete).
+**snapshot** records the prior state of the package and of every package its install would add
+or change (a version, only config files, or absent). **delete** with that snapshot puts them
+all back: older versions from the staged .debs (or apt's cache) with ``dpkg -i``, packages that
+were absent purged (a dependency something else needs by then is kept, and the note says so).
+When a prior version's .deb is in neither cache, delete restores what it can and raises a
+:class:`~accord.errors.PermanentError` naming what it could not. Without a snapshot, delete
+purges the package (an ``absent`` resource owns nothing to delete).
 
 Failures are typed: dpkg's lock held by another program is a ``TransientError``; unknown
 packages or versions, unmet dependencies, conflicts, holds, failing maintainer scripts and
@@ -235,11 +236,10 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
                 f"{what}: not staged in {directory}: {', '.join(missing)} (stage first; if it "
                 "was staged, apt's lists changed since and it resolves differently now)"
             )
-        if install.recorded:  # apt cannot resolve it from its lists now: the staged files
+        targets, before = [_target(spec)], {}
+        if install.recorded:  # apt does not resolve it to staged files now: install those
             targets = [str(directory / deb.filename) for deb in install.debs]
             before = await apt.query({deb.package for deb in install.debs}, what=what)
-        else:
-            targets = [_target(spec)]
         (directory / "partial").mkdir(parents=True, exist_ok=True)  # apt insists on it
         argv = [
             "apt-get", "install", "-y", "-q", "--no-download", *_options(spec),
