@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from accord import errors
@@ -24,6 +26,7 @@ from accord.model.specs import PackageSpec
 from accord.providers import apt, debstage, debversion
 from accord.providers.apt import Deb, Finished, PackageState
 from accord.providers.package import NOT_INSTALLED, PackageProvider
+from helpers import build_manifest
 
 P = PackageProvider()
 NAME = "nginx"
@@ -321,3 +324,12 @@ def test_verified_checks_size_then_digest(tmp_path: Path) -> None:
     source.write_bytes(b"a .deX")
     assert not debstage.copy_verified(source, tmp_path / "other", deb)
     assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_the_docs_examples_are_valid_manifests() -> None:
+    page = Path(__file__).parents[2] / "docs" / "kinds" / "package.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", page.read_text(), re.DOTALL)
+    assert len(blocks) >= 4
+    for block in blocks:
+        manifest = build_manifest(yaml.safe_load(block))
+        assert {r.kind for r in manifest.resources} == {"Package"}
