@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import contract.test_provider_package as package_contract
 from accord import errors
 from accord.model.plan import Action
 from accord.model.specs import (
@@ -351,6 +352,7 @@ CONTRACTS: list[type[ProviderContract]] = [
     systemd.TestSystemdUnit,
     systemd.TestSystemdVendorUnit,
     systemd.TestSystemdMaskedVendorUnit,
+    package_contract.TestPackage,
 ]
 
 

@@ -307,3 +307,35 @@ class SystemdUnitSpec(Spec):
 
     def references(self) -> Mapping[str, tuple[str, ...]]:
         return {"restart_on": self.restart_on} if self.restart_on else _NO_REFERENCES
+
+
+# Package (Debian family: apt and dpkg)
+
+PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9][a-z0-9-]*)?$"
+DEBIAN_VERSION = r"^(any|([0-9]+:)?[0-9][A-Za-z0-9.+~:-]*)$"
+
+
+class PackageSpec(Spec):
+    """A Debian package (apt, dpkg): installed at a pinned or any version, or absent."""
+
+    identity_field: ClassVar[str] = "name"
+
+    name: str = Field(pattern=PACKAGE_NAME, description="a package name, optionally :architecture")
+    version: str = Field(
+        default="any",
+        pattern=DEBIAN_VERSION,
+        description="a Debian version to pin ([epoch:]upstream[-revision]), or 'any'",
+    )
+    state: Literal["present", "absent"] = "present"
+    purge: bool = Field(default=False, description="with state absent: remove config files too")
+    timeout: float = Field(
+        default=600.0, gt=0, description="seconds each install or removal (apt, dpkg) may take"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PackageSpec:
+        if self.state == "absent" and self.version != "any":
+            raise ValueError("'version' applies to state 'present'; an absent package has none")
+        if self.state == "present" and self.purge:
+            raise ValueError("'purge' applies to state 'absent'")
+        return self

@@ -1,0 +1,180 @@
+"""Staged .deb files for the ``Package`` kind: accord's own apt archive directory.
+
+Under the state dir's cache, ``STATE_DIR/cache/apt``:
+
+``archives/``
+    in apt's archive layout (``name_version_arch.deb``, ``partial/``, apt's ``lock``), so that
+    ``apt-get install --no-download -o Dir::Cache::archives=…`` installs from it as it is.
+``staged/<name>=<version>.json``
+    stage's record of the files it staged for that target, with sizes and SHA256 digests: what
+    apply installs when apt no longer resolves the target to staged files (its lists moved on
+    since staging, or a ``file:`` repository, whose lists are links into it, is gone).
+
+A file counts as staged only when its size *and* SHA256 match the repository's index: apt
+checks only the size of a file in an archive directory, and dpkg would unpack a corrupt one
+halfway. Files arrive by copy — from a ``file:`` repository, whose .debs apt uses in place and
+never copies, or from apt's own archive directory — or by ``apt-get install --download-only``
+into this directory. A copy is written under a fixed temporary name and renamed into place only
+once its digest matched, so a killed stage leaves nothing that looks staged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from accord import errors
+from accord.providers import apt, fsutil
+from accord.providers.apt import Deb
+from accord.providers.base import Context
+
+
+def archives(ctx: Context) -> Path:
+    """accord's apt archive directory: what stage fetched, for apply and revert."""
+    return ctx.cache.directory / "apt" / "archives"
+
+
+async def fetch(
+    ctx: Context, options: Sequence[str], targets: Sequence[str], *, what: str, limit: float
+) -> list[Deb]:
+    """Put every .deb that ``apt-get install options targets`` needs into :func:`archives`,
+    verified; return them. Refreshes apt's lists once (``limit``: seconds for that) if apt
+    does not know the targets or a download fails: a mirror drops the versions its newer lists
+    no longer name."""
+    debs = await _resolve(options, targets, what=what, limit=limit)
+    if await _fill(ctx, options, targets, debs, what=what, last=False):
+        return debs
+    await apt.update(what=what, limit=limit)
+    debs = await apt.print_uris(options, targets, what=what)
+    if await _fill(ctx, options, targets, debs, what=what, last=True):
+        return debs
+    raise errors.TransientError(f"{what}: staged files failed their check after download")
+
+
+async def _resolve(
+    options: Sequence[str], targets: Sequence[str], *, what: str, limit: float
+) -> list[Deb]:
+    try:
+        return await apt.print_uris(options, targets, what=what)
+    except errors.ProviderError as exc:
+        if not apt.unknown(exc):
+            raise
+    await apt.update(what=what, limit=limit)
+    try:
+        return await apt.print_uris(options, targets, what=what)
+    except errors.PermanentError as exc:
+        raise errors.PermanentError(
+            f"{exc}\n(apt's lists were refreshed first: no configured source has it)"
+        ) from exc
+
+
+async def _fill(
+    ctx: Context,
+    options: Sequence[str],
+    targets: Sequence[str],
+    debs: list[Deb],
+    *,
+    what: str,
+    last: bool,
+) -> bool:
+    """Copy or download what is missing; whether everything is now there and intact. A failed
+    download is worth a retry after refreshing the lists, unless this is the ``last`` try."""
+    directory = archives(ctx)
+    missing = [deb for deb in debs if not verified(directory, deb)]
+    if not missing:
+        return True
+    system = await apt.archives_of_apt(what=what)
+    remote = []
+    for deb in missing:
+        sources = [deb.local_path, system / deb.filename if system else None]
+        if not any(s is not None and copy_verified(s, directory, deb) for s in sources):
+            remote.append(deb)
+            # A corrupt file of the right size would look complete to apt: remove it.
+            (directory / deb.filename).unlink(missing_ok=True)
+    if remote:
+        (directory / "partial").mkdir(parents=True, exist_ok=True)
+        argv = [
+            "apt-get", "install", "--download-only", "-y", "-q", *options,
+            "-o", f"Dir::Cache::archives={directory}", *targets,
+        ]  # fmt: skip
+        finished = await apt.run_locked(argv, what=what, limit=None)  # bounded by the step
+        if finished.code != 0:
+            error = apt.failure(what, argv, finished)
+            if isinstance(error, errors.TransientError) or last:
+                raise errors.TransientError(str(error), retry_after=apt.retry_after(error))
+            return False
+    return all(verified(directory, deb) for deb in debs)
+
+
+# The record
+
+
+def record_path(ctx: Context, target: str) -> Path:
+    """Where stage records what it staged for ``target`` (``name`` or ``name=version``)."""
+    return ctx.cache.directory / "apt" / "staged" / f"{target}.json"
+
+
+def write_record(ctx: Context, target: str, debs: list[Deb]) -> None:
+    data = {"target": target, "debs": [dataclasses.asdict(deb) for deb in debs]}
+    fsutil.atomic_write(record_path(ctx, target), json.dumps(data, indent=1).encode(), mode=0o600)
+
+
+def read_record(ctx: Context, target: str) -> list[Deb] | None:
+    try:
+        data = json.loads(record_path(ctx, target).read_text())
+        return [Deb(**deb) for deb in data["debs"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # none, or unreadable: as if nothing was recorded
+
+
+# Files
+
+
+def verified(directory: Path, deb: Deb) -> bool:
+    """Whether ``directory`` holds ``deb`` complete and intact (size, then SHA256).
+
+    apt itself checks only the size of a file in an archive directory, and dpkg would unpack a
+    corrupt one halfway: so accord checks the digest before it lets apt use the file.
+    """
+    path = directory / deb.filename
+    try:
+        if path.stat().st_size != deb.size:
+            return False
+    except OSError:
+        return False
+    return deb.sha256 is None or _sha256(path) == deb.sha256
+
+
+def copy_verified(source: Path, directory: Path, deb: Deb) -> bool:
+    """Copy ``source`` into ``directory`` as ``deb`` if it is that file; whether it was."""
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f".{deb.filename}.accord-partial"  # a fixed name: no debris
+    hasher = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, open(partial, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                hasher.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+            size = dst.tell()
+        if size != deb.size or (deb.sha256 is not None and hasher.hexdigest() != deb.sha256):
+            partial.unlink()
+            return False
+        os.replace(partial, directory / deb.filename)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()

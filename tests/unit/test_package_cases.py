@@ -1,0 +1,335 @@
+"""Pinned behaviour of the Package kind without dpkg: desired + observed → expected change, the
+details it reports, its spec's validation, and the pure parts of talking to apt and dpkg.
+
+Rows as in ``test_file_cases``: (desired spec, observed state) → (action, names of the differing
+fields, a substring of the reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from accord import errors
+from accord.model.plan import Action, FieldChange
+from accord.model.specs import PackageSpec
+from accord.providers import apt, debstage, debversion
+from accord.providers.apt import Deb, Finished, PackageState
+from accord.providers.package import NOT_INSTALLED, PackageProvider
+from helpers import build_manifest
+
+P = PackageProvider()
+NAME = "nginx"
+NOOP, CREATE, UPDATE, DELETE = Action.NOOP, Action.CREATE, Action.UPDATE, Action.DELETE
+
+
+def spec(**fields: Any) -> PackageSpec:
+    return PackageSpec(name=NAME, **fields)
+
+
+def dpkg(version: str = "1.0-1", status: str = "installed", **state: Any) -> PackageState:
+    return PackageState(status=status, version=version, architecture="amd64", **state)
+
+
+@dataclass(frozen=True)
+class Row:
+    spec: PackageSpec
+    observed: PackageState | None
+    action: Action
+    fields: tuple[str, ...]
+    reason: str
+
+
+ROWS: dict[str, Row] = {
+    # present, any version
+    "any/unknown-to-dpkg": Row(spec(), NOT_INSTALLED, CREATE, (), "not installed; wanted any"),
+    "any/none": Row(spec(), None, CREATE, (), f"{NAME} is not installed"),
+    "any/installed": Row(spec(), dpkg(), NOOP, (), "1.0-1 is installed (any version will do)"),
+    "any/config-files": Row(
+        spec(), dpkg(status="config-files"), CREATE, (), "configuration files remain"
+    ),
+    "any/half-configured": Row(
+        spec(), dpkg(status="half-configured"), UPDATE, ("status",), "is half-configured"
+    ),
+    "any/triggers-pending": Row(
+        spec(), dpkg(status="triggers-pending"), UPDATE, ("status",), "triggers-pending"
+    ),
+    "any/reinst-required": Row(
+        spec(), dpkg(reinstall_required=True), UPDATE, ("status",), "reinst-required"
+    ),
+    "any/held": Row(spec(), dpkg(selection="hold"), NOOP, (), "is installed"),
+    # present, pinned
+    "pinned/same": Row(spec(version="1.0-1"), dpkg(), NOOP, (), "1.0-1 is installed, as pinned"),
+    "pinned/upgrade": Row(
+        spec(version="1.2-1"), dpkg(), UPDATE, ("version",), "wanted 1.2-1 (an upgrade)"
+    ),
+    "pinned/downgrade": Row(
+        spec(version="1.0~rc1-1"), dpkg(), UPDATE, ("version",), "(a downgrade)"
+    ),
+    "pinned/epoch-wins": Row(spec(version="1:0.9"), dpkg("2.0"), UPDATE, ("version",), "upgrade"),
+    "pinned/zero-epoch-is-no-epoch": Row(spec(version="0:1.0-1"), dpkg(), NOOP, (), "as pinned"),
+    "pinned/absent": Row(spec(version="1.0-1"), NOT_INSTALLED, CREATE, (), "wanted 1.0-1"),
+    "pinned/half-configured-and-old": Row(
+        spec(version="2.0"),
+        dpkg(status="half-configured"),
+        UPDATE,
+        ("status", "version"),
+        "is half-configured",
+    ),
+    "pinned/held": Row(
+        spec(version="2.0"), dpkg(selection="hold"), UPDATE, ("version",), "held (apt-mark hold)"
+    ),
+    # absent
+    "absent/unknown-to-dpkg": Row(spec(state="absent"), NOT_INSTALLED, NOOP, (), "not installed"),
+    "absent/installed": Row(
+        spec(state="absent"), dpkg(), DELETE, ("status",), "1.0-1 is installed; wanted absent"
+    ),
+    "absent/config-files": Row(
+        spec(state="absent"),
+        dpkg(status="config-files"),
+        NOOP,
+        (),
+        "purge: true would remove them",
+    ),
+    "absent-purged/config-files": Row(
+        spec(state="absent", purge=True),
+        dpkg(status="config-files"),
+        DELETE,
+        ("status",),
+        "configuration files remain; wanted purged",
+    ),
+    "absent-purged/installed": Row(
+        spec(state="absent", purge=True), dpkg(), DELETE, ("status",), "wanted purged"
+    ),
+    "absent/unpacked": Row(
+        spec(state="absent"), dpkg(status="unpacked"), DELETE, ("status",), "wanted absent"
+    ),
+    "absent/held": Row(
+        spec(state="absent"), dpkg(selection="hold"), DELETE, ("status",), "apply will refuse"
+    ),
+}
+
+
+@pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
+def test_diff(row: Row) -> None:
+    change = P.diff(row.spec, row.observed)
+    assert change.action is row.action, change.describe()
+    assert tuple(f.field for f in change.fields) == row.fields, change.describe()
+    assert row.reason in change.reason, change.reason
+    assert P.diff(row.spec, row.observed) == change
+
+
+def test_fields_say_what_is_there_and_what_is_wanted() -> None:
+    assert P.diff(spec(version="2.0"), dpkg("1.0", status="unpacked")).fields == (
+        FieldChange(field="status", current="unpacked", desired="installed"),
+        FieldChange(field="version", current="1.0", desired="2.0"),
+    )
+    assert P.diff(spec(state="absent", purge=True), dpkg()).fields == (
+        FieldChange(field="status", current="installed", desired="purged"),
+    )
+
+
+def test_details_report_the_installed_version() -> None:
+    assert P.details(spec(), NOT_INSTALLED) == {"version": None}
+    assert P.details(spec(), dpkg()) == {"version": "1.0-1", "architecture": "amd64"}
+    assert P.details(spec(), dpkg(status="config-files")) == {
+        "version": None,
+        "status": "config-files",
+    }
+    assert P.details(spec(), dpkg(status="half-configured", selection="hold")) == {
+        "version": "1.0-1",
+        "architecture": "amd64",
+        "status": "half-configured",
+        "held": True,
+    }
+
+
+# The spec
+
+
+@pytest.mark.parametrize("name", ["nginx", "libc6", "g++", "python3.11", "libc6:i386", "0ad"])
+def test_package_names(name: str) -> None:
+    assert PackageSpec(name=name).name == name
+
+
+@pytest.mark.parametrize("name", ["", "a", "Nginx", "foo bar", "foo_bar", "-x", "nginx:"])
+def test_bad_package_names_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError):
+        PackageSpec(name=name)
+
+
+@pytest.mark.parametrize("version", ["any", "1.0", "1:2.3~rc1-4+deb12u1", "0.9+git20240101-1"])
+def test_versions(version: str) -> None:
+    assert spec(version=version).version == version
+
+
+@pytest.mark.parametrize("version", ["latest", "v1.0", "1.0 ", "", "1.0/2"])
+def test_bad_versions_are_refused(version: str) -> None:
+    with pytest.raises(ValidationError):
+        spec(version=version)
+
+
+def test_spec_defaults_and_contradictions() -> None:
+    default = spec()
+    assert (default.version, default.state, default.purge) == ("any", "present", False)
+    with pytest.raises(ValidationError, match="'version' applies to state 'present'"):
+        spec(state="absent", version="1.0")
+    with pytest.raises(ValidationError, match="'purge' applies to state 'absent'"):
+        spec(purge=True)
+    with pytest.raises(ValidationError):
+        spec(state="removed")
+    with pytest.raises(ValidationError):
+        spec(ensure="present")  # unknown fields are errors
+
+
+# Debian version order
+
+ORDERED = [  # each older than the next (dpkg's own examples and edge cases)
+    "~~",
+    "~~a",
+    "~",
+    "0",
+    "0.1",
+    "1.0~rc1",
+    "1.0",
+    "1.0-0.1",
+    "1.0-1",
+    "1.0-1+b1",
+    "1.0a",
+    "1.0+dfsg",
+    "1.00.1",
+    "1.1",
+    "1.10",
+    "2",
+    "1:0.1",
+    "1:0.1-1",
+    "2:0",
+]
+EQUAL = [("1.0", "0:1.0"), ("1.0", "1.0-0"), ("1.01", "1.1"), ("1.0-1", "1.0-01")]
+
+
+def test_versions_order_as_dpkg_orders_them() -> None:
+    for older, newer in itertools.pairwise(ORDERED):
+        assert debversion.compare(older, newer) < 0, (older, newer)
+        assert debversion.compare(newer, older) > 0, (newer, older)
+    for a, b in EQUAL:
+        assert debversion.equal(a, b), (a, b)
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="no dpkg here to check against")
+def test_versions_agree_with_dpkg_compare_versions() -> None:
+    pairs = [(a, b) for a in ORDERED[3:] for b in ORDERED[3:]] + EQUAL
+    for a, b in pairs:
+        ours = debversion.compare(a, b)
+        op = "lt" if ours < 0 else "gt" if ours > 0 else "eq"
+        result = subprocess.run(["dpkg", "--compare-versions", a, op, b], check=False)
+        assert result.returncode == 0, f"dpkg disagrees: {a} {op} {b}"
+
+
+# The apt and dpkg seam's pure parts
+
+
+def test_print_uris_lines_are_parsed() -> None:
+    output = (
+        "Reading package lists...\n"
+        "'http://deb.example/pool/n/nginx/nginx_1.22.1-9_amd64.deb' nginx_1.22.1-9_amd64.deb "
+        f"612345 SHA256:{'AB' * 32}\n"
+        "'file:/srv/repo/./tool_1%3a2.0_all.deb' tool_1%3a2.0_all.deb 10 MD5Sum:00ff\n"
+        "'file:/srv/repo/x_1_all.deb' x_1_all.deb 3 \n"
+    )
+    nginx, tool, bare = apt.parse_uris(output)
+    assert nginx == Deb(
+        uri="http://deb.example/pool/n/nginx/nginx_1.22.1-9_amd64.deb",
+        filename="nginx_1.22.1-9_amd64.deb",
+        size=612345,
+        sha256="ab" * 32,
+    )
+    assert (nginx.package, nginx.version, nginx.local_path) == ("nginx", "1.22.1-9", None)
+    assert (tool.package, tool.version, tool.sha256) == ("tool", "1:2.0", None)
+    assert tool.local_path == Path("/srv/repo/tool_1:2.0_all.deb")
+    assert bare.sha256 is None and bare.size == 3
+
+
+def test_deb_filenames_are_quoted_as_apt_quotes_them() -> None:
+    assert apt.deb_filename("tool", "1:2.0-1", "all") == "tool_1%3a2.0-1_all.deb"
+    assert apt.deb_filename("nginx", "1.22.1-9", "amd64") == "nginx_1.22.1-9_amd64.deb"
+
+
+def test_a_held_lock_is_transient_and_names_the_holder() -> None:
+    output = (
+        "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 "
+        "(unattended-upgr)\nE: Unable to acquire the dpkg frontend lock\n"
+    )
+    error = apt.failure("resource 'x'", ["apt-get", "install", "x"], Finished(100, output))
+    assert isinstance(error, errors.TransientError)
+    assert "4242 (unattended-upgr)" in str(error) and error.retry_after
+
+
+def test_other_failures_are_permanent_and_quote_what_apt_said() -> None:
+    output = (
+        "Reading package lists...\nBuilding dependency tree...\n"
+        "The following packages will be REMOVED:\n  rival\n"
+        "The following NEW packages will be installed:\n  app\n"
+        "E: Packages need to be removed but remove is disabled.\n"
+    )
+    error = apt.failure("resource 'x'", ["apt-get", "install", "app"], Finished(100, output))
+    assert isinstance(error, errors.PermanentError)
+    message = str(error)
+    assert "REMOVED:\n  rival\nE: Packages need to be removed" in message
+    assert "Reading package lists" not in message
+    assert "declare the packages listed as REMOVED absent" in message
+
+
+def test_dpkg_errors_keep_their_indented_lines() -> None:
+    output = (
+        "Setting up app (1.0) ...\n"
+        "dpkg: error processing package app (--configure):\n"
+        " installed app package post-installation script subprocess returned error exit status 1\n"
+        "Errors were encountered while processing:\n app\n"
+    )
+    assert apt.explain(output) == output.split("\n", 1)[1].strip()
+
+
+def test_the_environment_is_unattended_and_finds_sbin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("LANGUAGE", "de")
+    env = apt.environment()
+    assert env["DEBIAN_FRONTEND"] == "noninteractive" and env["LC_ALL"] == "C.UTF-8"
+    assert "LANGUAGE" not in env
+    assert env["PATH"].split(":")[:2] == ["/usr/bin", "/bin"]
+    assert {"/usr/sbin", "/sbin"} <= set(env["PATH"].split(":"))
+
+
+def test_verified_checks_size_then_digest(tmp_path: Path) -> None:
+    data = b"a .deb"
+    deb = Deb("file:/x", "x_1_all.deb", len(data), hashlib.sha256(data).hexdigest())
+    assert not debstage.verified(tmp_path, deb)
+    (tmp_path / deb.filename).write_bytes(b"a .deX")  # same size, other bytes
+    assert not debstage.verified(tmp_path, deb)
+    source = tmp_path / "source.deb"
+    source.write_bytes(data)
+    assert debstage.copy_verified(source, tmp_path / "archives", deb)
+    assert debstage.verified(tmp_path / "archives", deb)
+    assert sorted(p.name for p in (tmp_path / "archives").iterdir()) == [deb.filename]
+    source.write_bytes(b"a .deX")
+    assert not debstage.copy_verified(source, tmp_path / "other", deb)
+    assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_the_docs_examples_are_valid_manifests() -> None:
+    page = Path(__file__).parents[2] / "docs" / "kinds" / "package.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", page.read_text(), re.DOTALL)
+    assert len(blocks) >= 4
+    for block in blocks:
+        manifest = build_manifest(yaml.safe_load(block))
+        assert {r.kind for r in manifest.resources} == {"Package"}
