@@ -34,6 +34,9 @@ _EXPORTS = {
     "SymlinkSpec": "accord.model.specs",
     "ArtifactSpec": "accord.model.specs",
     "CommandSpec": "accord.model.specs",
+    "PackageSpec": "accord.model.specs",
+    "SystemdUnitSpec": "accord.model.specs",
+    "ContainerSpec": "accord.model.specs",
     "Action": "accord.model.plan",
     "Change": "accord.model.plan",
     "Plan": "accord.model.plan",
@@ -72,6 +75,7 @@ __all__ = [
     "Change",
     "CommandSpec",
     "Condition",
+    "ContainerSpec",
     "Context",
     "Converge",
     "DirectorySpec",
@@ -82,6 +86,7 @@ __all__ = [
     "ManifestError",
     "Metadata",
     "Options",
+    "PackageSpec",
     "PermanentError",
     "Phase",
     "Plan",
@@ -98,6 +103,7 @@ __all__ = [
     "StateGoal",
     "Store",
     "SymlinkSpec",
+    "SystemdUnitSpec",
     "TransientError",
     "load_manifest",
     "open_store",
@@ -135,10 +141,13 @@ if TYPE_CHECKING:
     from accord.model.specs import (
         ArtifactSpec,
         CommandSpec,
+        ContainerSpec,
         DirectorySpec,
         FileSpec,
+        PackageSpec,
         Spec,
         SymlinkSpec,
+        SystemdUnitSpec,
     )
     from accord.model.status import Condition, Phase, ResourceStatus, RunRecord, RunState
     from accord.providers.base import Context, Provider

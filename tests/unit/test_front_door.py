@@ -4,12 +4,13 @@ import sys
 import accord
 
 PINNED = [
-    "AccordError", "Action", "ArtifactSpec", "Change", "CommandSpec", "Condition", "Context",
-    "Converge", "DirectorySpec", "FileSpec", "InputError", "LocalSession", "Manifest",
-    "ManifestError", "Metadata", "Options", "PermanentError", "Phase", "Plan", "Provider",
-    "Registry", "Resource", "ResourceStatus", "RetryPolicy", "Roots", "RunRecord", "RunState",
-    "Spec", "StateFlag", "StateGoal", "Store", "SymlinkSpec", "TransientError", "load_manifest",
-    "open_store", "parse_manifest",
+    "AccordError", "Action", "ArtifactSpec", "Change", "CommandSpec", "Condition",
+    "ContainerSpec", "Context", "Converge", "DirectorySpec", "FileSpec", "InputError",
+    "LocalSession", "Manifest", "ManifestError", "Metadata", "Options", "PackageSpec",
+    "PermanentError", "Phase", "Plan", "Provider", "Registry", "Resource", "ResourceStatus",
+    "RetryPolicy", "Roots", "RunRecord", "RunState", "Spec", "StateFlag", "StateGoal", "Store",
+    "SymlinkSpec", "SystemdUnitSpec", "TransientError", "load_manifest", "open_store",
+    "parse_manifest",
 ]  # fmt: skip
 
 
