@@ -416,3 +416,51 @@ async def test_a_renamed_resource_keeps_what_its_identity_names(
     # The new id inherited the prior state: removing it puts back what was there before.
     await converge(build_manifest([], registry=registry), root, state_dir, registry=registry)
     assert fake.data["k"] == "before accord"
+
+
+class _BrokenSnapshots(FakeProvider):
+    """A fake whose snapshot of key ``snap`` and whose delete of key ``undo`` fail."""
+
+    async def snapshot(self, ctx: Any, spec: Any, current: str | None) -> Any:
+        if spec.key == "snap":
+            raise errors.PermanentError("cannot read the prior state")
+        return await super().snapshot(ctx, spec, current)
+
+    async def delete(self, ctx: Any, spec: Any, prior: Any) -> str:
+        if spec.key == "undo":
+            raise errors.PermanentError("cannot put it back")
+        return await super().delete(ctx, spec, prior)
+
+
+async def test_a_snapshot_that_fails_fails_its_resource_and_the_run(
+    root: Path, state_dir: Path
+) -> None:
+    registry = Registry.from_entry_points()
+    registry.register(_BrokenSnapshots())
+    manifest = build_manifest([fake_resource("snap"), fake_resource("other")], registry=registry)
+    record = await converge(manifest, root, state_dir, registry=registry)
+    assert record.state is RunState.FAILED
+    failed = {r.id: r.error.message for r in record.resources if r.error}
+    assert failed == {"snap": "cannot read the prior state"}
+    events = await journal_events(state_dir)
+    assert any(e.get("resource") == "snap" and e["event"] == "failed" for e in events)
+
+
+async def test_a_revert_that_fails_is_reported_and_the_others_are_reverted(
+    root: Path, state_dir: Path
+) -> None:
+    fake = _BrokenSnapshots()
+    fake.scripts["boom"] = Script(permanent=True)
+    registry = Registry.from_entry_points()
+    registry.register(fake)
+    resources = [fake_resource(k) for k in ("first", "undo")]
+    resources.append(fake_resource("boom", depends_on=("undo",)))
+    manifest = build_manifest(resources, registry=registry)
+    record = await converge(manifest, root, state_dir, registry=registry, on_failure="revert")
+    assert record.state is RunState.FAILED
+    phases = {r.id: r.phase for r in record.resources}
+    assert phases == {"first": Phase.REVERTED, "undo": Phase.FAILED, "boom": Phase.FAILED}
+    assert "first" not in fake.data and fake.data["undo"] == "v"  # undo's change stayed
+    events = await journal_events(state_dir)
+    assert [e["error"] for e in events if e["event"] == "revert_failed"] == ["cannot put it back"]
+    assert events[-1]["event"] == "run_finished"  # not left running

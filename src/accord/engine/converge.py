@@ -349,6 +349,20 @@ class Converge:
         self.reporter.phase("apply", sum(1 for s in slots if s.phase is not Phase.APPLIED))
 
         async def step(i: int) -> bool:
+            try:
+                return await settle(i)
+            except Exception as exc:  # noqa: BLE001 - before or around the apply proper
+                # A snapshot, an inventory write or a journal append that fails is this
+                # resource's failure too; uncaught, the executor would only mark the step.
+                slot = slots[i]
+                self._fail(slot, exc)
+                await self.journal.event(
+                    run.run_id, "failed", resource=slot.resource.id, during="prepare",
+                    error=slot.error.model_dump() if slot.error else None,
+                )  # fmt: skip
+                return False
+
+        async def settle(i: int) -> bool:
             slot = slots[i]
             rid = slot.resource.id
             if slot.phase is Phase.FAILED:
@@ -498,7 +512,16 @@ class Converge:
         for slot in reversed(done):
             if not slot.provider.reversible:
                 continue
-            note = await slot.provider.delete(slot.ctx, slot.resource.spec, slot.before)
+            try:
+                note = await slot.provider.delete(slot.ctx, slot.resource.spec, slot.before)
+            except Exception as exc:  # noqa: BLE001 - the others are still put back
+                # The change stays in place (and in the inventory); the run ends failed.
+                self._fail(slot, exc)
+                slot.note = f"revert failed: {slot.error.message if slot.error else exc}"
+                await self.journal.event(run.run_id, "revert_failed", resource=slot.resource.id,
+                                         error=str(exc))  # fmt: skip
+                self.reporter.step("revert", slot.to_status())
+                continue
             slot.phase = Phase.REVERTED
             slot.note = f"reverted: {note}"
             if slot.was_managed and slot.reverted_record is not None:
