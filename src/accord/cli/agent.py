@@ -27,8 +27,9 @@ def agent(
     allow_kind: Annotated[
         list[str] | None,
         typer.Option(
-            help="Also accept this resource kind (repeatable), besides File, Directory, "
-            "Symlink and Artifact, e.g. Package, SystemdUnit, Container."
+            help="A resource kind this node accepts (repeatable). Given, it replaces the "
+            "default list File, Directory, Symlink, Artifact: name every kind, e.g. "
+            "--allow-kind File --allow-kind Package."
         ),
     ] = None,
     allow_commands: Annotated[
@@ -81,11 +82,13 @@ def agent(
 BASE_KINDS = frozenset({"File", "Directory", "Symlink", "Artifact"})
 
 
-def accepted_kinds(extra: list[str], *, allow_commands: bool) -> frozenset[str]:
-    """The agent's kind allow-list: files and artifacts, plus what the operator opted into.
+def accepted_kinds(named: list[str], *, allow_commands: bool) -> frozenset[str]:
+    """The agent's kind allow-list: the kinds named, or files and artifacts when none are.
 
     Kinds that run code as root (a package's maintainer scripts, a unit's ExecStart, a
     container's entrypoint, a Command) are opt-in per node: a signed manifest says what the
-    control plane wants, the allow-list says what this device lets it do.
+    control plane wants, the allow-list says what this device lets it do. Naming the kinds
+    explicitly (rather than adding to a default) also lets a node accept fewer.
     """
-    return BASE_KINDS | set(extra) | ({"Command"} if allow_commands else set())
+    kinds = set(named) if named else set(BASE_KINDS)
+    return frozenset(kinds | ({"Command"} if allow_commands else set()))
