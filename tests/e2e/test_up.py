@@ -7,6 +7,7 @@ SIGTERM, nor (on Linux) after SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -91,7 +92,17 @@ def test_up_nats_converges_over_nats_and_ctrl_c_stops_the_server_too(
         assert alive(natsd)
         out = (tmp_path / "up.out").read_text()
         nats_url = next(line.split()[1] for line in out.splitlines() if "NATS" in line)
-        assert nats_url.startswith("nats://127.0.0.1:") and nats_url.endswith("?bucket=accord-up")
+        assert nats_url.startswith("nats://accord:***@127.0.0.1:")
+        assert nats_url.endswith("?bucket=accord-up")
+        # The demo's server has a password (any local user reaches 127.0.0.1), and it is in no
+        # process's argv (world-readable) nor in the files others can read.
+        password = (demo / "nats" / "password").read_text().strip()
+        assert (demo / "nats" / "password").stat().st_mode & 0o077 == 0
+        assert (demo / "nats" / "nats-server.conf").stat().st_mode & 0o077 == 0
+        for pid in leftovers(tmp_path):
+            assert password not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        address = nats_url.removeprefix("nats://accord:***@").split("?")[0]
+        assert requires_auth(address)
         token = (demo / "admin-token").read_text().strip()
         applied = wait_for_applied(up, tmp_path, port, token, ["node-1", "node-2"])
         assert sorted(applied) == ["node-1", "node-2"], f"not converged: {applied}"
@@ -226,3 +237,12 @@ def reaping(tmp_path: Path) -> Iterator[None]:
         for pid in leftovers(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def requires_auth(address: str) -> bool:
+    """What the server's greeting (``INFO {...}``) says about logging in."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        greeting = sock.makefile("rb").readline().decode()
+    assert greeting.startswith("INFO "), greeting
+    return bool(json.loads(greeting[5:]).get("auth_required"))

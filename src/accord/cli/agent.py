@@ -19,7 +19,12 @@ DriftPolicy = typer.Option(help="On drift: 'correct' (apply again) or 'report' o
 def agent(
     node: Annotated[str, typer.Option(help="This node's id.")],
     store: Annotated[
-        str, typer.Option("--store", help="The fleet store URL (nats:// or sqlite:///).")
+        str,
+        typer.Option(
+            "--store",
+            envvar="ACCORD_STORE",  # a URL with a password stays out of argv (ps)
+            help="The fleet store URL (nats:// or sqlite:///).",
+        ),
     ],
     trust: Annotated[Path, typer.Option(help="Directory of pinned public keys (*.pub).")],
     root: RootOpt = None,

@@ -17,7 +17,12 @@ StateDirOpt = Annotated[
     typer.Option(help="State dir: store, cache, lock [env ACCORD_STATE_DIR].", show_default=False),
 ]
 StoreOpt = Annotated[
-    str | None, typer.Option("--store", help="Store URL (default sqlite:///STATE_DIR/accord.db).")
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="ACCORD_STORE",  # accord.store.STORE_ENV: a password stays out of argv
+        help="Store URL (default sqlite:///STATE_DIR/accord.db).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 CommandsOpt = Annotated[

@@ -105,7 +105,12 @@ def serve(
         runtime.fail(exc)
     shown = f"[{host}]" if ":" in host else host
     key_ids = ", ".join(k.key_id for k in signing_keys)
-    print(f"accord control plane on http://{shown}:{port}/ (store {store_url})", file=sys.stderr)
+    from accord.store import display_url
+
+    print(
+        f"accord control plane on http://{shown}:{port}/ (store {display_url(store_url)})",
+        file=sys.stderr,
+    )
     print(f"signing keys: {key_ids}{' (new)' if new_keys else ''}", file=sys.stderr)
     print(
         f"admin token{' (new)' if new_token else ''} in {token_path}; "

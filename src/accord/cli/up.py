@@ -18,6 +18,8 @@ which do not belong in a real fleet's store; ``accord server`` and ``accord agen
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from accord.store import nats_server
 
 API = "/api/v1"
+NATS_USER = "accord"
 BUCKET = "accord-up"
 """The bucket of the demo fleet's store on its own nats-server."""
 
@@ -61,6 +64,8 @@ def up(
     """Start a local demo fleet: control plane, agents and a sample manifest; print the URL."""
     import httpx
 
+    from accord.store import STORE_ENV, display_url
+
     base = dir_.absolute()
     natsd = _nats_server(base / "nats") if nats else None
     signal.signal(signal.SIGTERM, _interrupt)  # stop the fleet on SIGTERM as on Ctrl-C
@@ -69,12 +74,17 @@ def up(
     children: list[subprocess.Popen[bytes]] = []
     try:
         if natsd is not None:
-            store = f"{natsd.start().url}?bucket={BUCKET}"
+            natsd.start()
+            assert natsd.password is not None
+            host = natsd.url.removeprefix("nats://")
+            store = f"nats://{NATS_USER}:{natsd.password}@{host}?bucket={BUCKET}"
+        # The children read the store from the environment: a password in argv is public (ps).
+        env = {**os.environ, STORE_ENV: store}
         server = _spawn(
-            ["server", "--store", store, "--keys", str(base / "keys"), "--port", str(port),
+            ["server", "--keys", str(base / "keys"), "--port", str(port),
              "--admin-token-file", str(base / "admin-token"), "--state-dir", str(base),
              "--stale-after", "30"],
-            base / "server.log",
+            base / "server.log", env,
         )  # fmt: skip
         children.append(server)
         url = f"http://127.0.0.1:{port}"
@@ -94,16 +104,17 @@ def up(
             home = base / "nodes" / node
             (home / "root").mkdir(parents=True, exist_ok=True)
             children.append(_spawn(
-                ["agent", "--node", node, "--store", store, "--trust", str(trust),
+                ["agent", "--node", node, "--trust", str(trust),
                  "--root", str(home / "root"), "--state-dir", str(home / "state"),
                  "--heartbeat", "5", "--drift-interval", "10"],
-                home / "agent.log",
+                home / "agent.log", env,
             ))  # fmt: skip
         print(f"accord demo fleet: {agents} nodes, manifest 'demo' assigned to demo=true")
         print(f"  dashboard   {url}/  (it asks for the admin token in {base / 'admin-token'})")
         print(f"  API         {url}{API}")
         if natsd is not None:
-            print(f"  NATS        {store}  (JetStream store in {natsd.store_dir})")
+            print(f"  NATS        {display_url(store)}  (password in {natsd.root / 'password'};"
+                  f" JetStream store in {natsd.store_dir})")  # fmt: skip
         print(f"  node roots  {base / 'nodes'}/NODE/root   logs: {base}/**/*.log")
         print("Ctrl-C stops the fleet.", flush=True)
         _wait_for_interrupt(children)
@@ -125,7 +136,16 @@ def _nats_server(root: Path) -> nats_server.NatsServer:
         binary = nats_server.find_usable_binary()
     except errors.NatsServerError as exc:
         runtime.fail(errors.InputError(f"--nats: {exc}"))
-    return nats_server.NatsServer(root, binary=binary, supervised=True)
+    # Any local user can reach 127.0.0.1: the demo's server has a password of its own, kept in
+    # a 0600 file for the `nats` CLI.
+    password = secrets.token_urlsafe(24)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "password", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    return nats_server.NatsServer(
+        root, binary=binary, supervised=True, user=NATS_USER, password=password
+    )
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
@@ -143,14 +163,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     from accord.store import nats_server
 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "accord", *args], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=env,
             preexec_fn=nats_server.die_with_parent(),  # Linux: no orphans if `up` is killed
         )  # fmt: skip
 

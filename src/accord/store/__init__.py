@@ -6,10 +6,16 @@ on NATS JetStream, see :mod:`accord.store.nats`), ``memory://`` (tests, one proc
 
 from __future__ import annotations
 
+import urllib.parse
+
 from accord import errors
 from accord.store.base import Entry, Op, Record, Store, WatchEvent
 
-__all__ = ["Entry", "Op", "Record", "Store", "WatchEvent", "open_store"]
+__all__ = ["Entry", "Op", "Record", "Store", "WatchEvent", "display_url", "open_store"]
+
+STORE_ENV = "ACCORD_STORE"
+"""The environment variable ``--store`` falls back to: keeps a URL with a password out of
+``ps`` (argv is world-readable; a process's environment is not)."""
 
 
 async def open_store(url: str) -> Store:
@@ -30,3 +36,13 @@ async def open_store(url: str) -> Store:
     raise errors.InputError(
         f"unknown store URL {url!r}: use sqlite:///PATH, nats://HOST:PORT or memory://"
     )
+
+
+def display_url(url: str) -> str:
+    """``url`` with any password or token masked, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0] + ":***" if ":" in userinfo else "***"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{host}"))

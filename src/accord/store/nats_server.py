@@ -228,7 +228,11 @@ class NatsServer:
             self._checked = True
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "nats-server.conf"
-        config.write_text(self._config())
+        # 0600: it may hold the password.
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self._config())
+        config.chmod(0o600)  # a file from before this change keeps its mode otherwise
         ports_dir = self.root / "ports"
         ports_dir.mkdir(exist_ok=True)
         for stale in ports_dir.iterdir():
@@ -279,6 +283,10 @@ class NatsServer:
         self.stop()
 
     async def __aenter__(self) -> Self:
+        if self.supervised:
+            # Linux ties the parent-death signal to the starting thread: a worker thread's
+            # end would stop the server. Start a supervised server from the main thread.
+            raise NatsServerError("a supervised server cannot start in a worker thread")
         return await asyncio.to_thread(self.start)
 
     async def __aexit__(
