@@ -15,6 +15,7 @@ import pytest
 
 from accord.engine.flows import FlowRunner, FlowState, TaskRegistry, parse_flow
 from accord.engine.flows.builtin import builtin_tasks
+from accord.server.flows import FlowHost
 from accord.store import Store, open_store
 
 pytestmark = pytest.mark.timeout(30)
@@ -72,9 +73,11 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
-def hook_flow(registry: TaskRegistry, url: str, **extra: Any) -> Any:
+def hook_flow(
+    registry: TaskRegistry, url: str, *, secret_env: str = "ACCORD_TEST_HOOK_SECRET", **extra: Any
+) -> Any:
     task = {"id": "notify", "task": "call_webhook",
-            "with": {"url": url, "secret_env": "ACCORD_TEST_HOOK_SECRET",
+            "with": {"url": url, "secret_env": secret_env,
                      "body": {"node": "n1", "event": "firmware updated"}},
             **extra}  # fmt: skip
     return parse_flow(json.dumps({"name": "hooks", "tasks": [task]}), source="hooks.json",
@@ -138,3 +141,23 @@ async def test_an_unreachable_receiver_is_transient(
     )
     assert run.error is not None and run.error.transient
     assert run.error.message.startswith(f"POST http://127.0.0.1:{port}/: ConnectError")
+
+
+async def test_the_control_planes_webhooks_keep_no_response_and_only_webhook_secrets(
+    store: Store, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the server, an operator's flow must not read URLs only the server reaches, nor sign
+    with the server's own secrets."""
+    monkeypatch.setenv("ACCORD_TEST_HOOK_SECRET", SECRET)
+    monkeypatch.setenv("ACCORD_WEBHOOK_SITE", SECRET)
+    host = FlowHost(store, lock_dir=tmp_path / "locks", stale_after=90)
+    runner = host.runner
+    refused = await runner.run(hook_flow(host.registry, receiver.url))
+    assert refused.error is not None
+    assert "must start with 'ACCORD_WEBHOOK_'" in refused.error.message
+    assert receiver.seen == []
+    run = await runner.run(hook_flow(host.registry, receiver.url, secret_env="ACCORD_WEBHOOK_SITE"))
+    assert run.state is FlowState.SUCCEEDED, run.error
+    assert len(receiver.seen) == 1
+    replay = await runner.journal.replay(run)
+    assert replay.tasks["notify"].result == {"status": 200}  # the body is not kept

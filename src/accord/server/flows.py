@@ -49,6 +49,7 @@ from typing import Any
 
 from accord import errors
 from accord.engine.flows import tasks
+from accord.engine.flows.builtin import CallWebhookTask, ControlPlaneWebhookTask
 from accord.engine.flows.context import FlowContext
 from accord.engine.flows.journal import FlowJournal, FlowRun
 from accord.engine.flows.model import FlowSpec, InvalidFlowError, parse_flow
@@ -97,7 +98,9 @@ class FlowHost:
         grace: float = 5.0,
     ) -> None:
         self.store = store
-        self.registry = registry or tasks.default()
+        self.registry = tasks.TaskRegistry(registry or tasks.default())  # a copy: we swap one
+        if type(self.registry.get("call_webhook")) is CallWebhookTask:
+            self.registry.replace(ControlPlaneWebhookTask())  # see its docstring
         self.journal = FlowJournal(store)
         self.stale_after = stale_after
         self.grace = grace

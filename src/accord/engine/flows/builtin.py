@@ -241,9 +241,15 @@ class CallWebhookTask(Task):
     device_local = False
     retry: ClassVar[RetryPolicy | None] = RetryPolicy(attempts=5, base=1.0, cap=30.0)
     params_model = WebhookParams
+    secret_prefix: ClassVar[str] = ""  # the variables ``secret_env`` may name
+    keep_response: ClassVar[bool] = True  # the response body becomes part of the result
 
     async def execute(self, ctx: FlowContext, params: dict[str, Any]) -> Any:
         p = WebhookParams.model_validate(params)
+        if not p.secret_env.startswith(self.secret_prefix):
+            raise errors.PermanentError(
+                f"secret_env {p.secret_env!r}: here it must start with {self.secret_prefix!r}"
+            )
         secret = os.environ.get(p.secret_env)
         if not secret:
             raise errors.PermanentError(f"the webhook secret variable {p.secret_env} is not set")
@@ -282,7 +288,19 @@ class CallWebhookTask(Task):
             )
         if code >= 400:
             raise errors.PermanentError(f"POST {p.url}: HTTP {code}: {response.text[:200]}")
+        if not self.keep_response:
+            return {"status": code}
         return {"status": code, "response": _response_body(response)}
+
+
+class ControlPlaneWebhookTask(CallWebhookTask):
+    """``call_webhook`` as the control plane runs it for an operator's flow: the secret must be
+    an ``ACCORD_WEBHOOK_*`` variable (not, say, the server's own credentials as a signing key)
+    and the response body is dropped (the server must not become a way to read URLs only it
+    can reach: its journal is readable by viewers)."""
+
+    secret_prefix: ClassVar[str] = "ACCORD_WEBHOOK_"
+    keep_response: ClassVar[bool] = False
 
 
 def _response_body(response: httpx.Response) -> Any:
