@@ -219,6 +219,32 @@ async def test_a_unit_blocked_by_a_failure_is_restarted_by_the_next_run(
     assert standin.units()["app.service"]["starts"] == 2
 
 
+async def test_a_running_unit_new_to_accord_blocked_in_its_first_run_is_restarted_by_the_next(
+    root: Path, state_dir: Path, units: Registry, fake: FakeProvider, standin: systemctl.StandIn
+) -> None:
+    """The unit was installed and running before accord took it over: it has no inventory
+    record when its config changes, and its own diff is a no-op next time."""
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/app.service").write_text(UNIT)
+    standin.set_unit("app.service")
+    resources = [*site(port=81, depends_on=["flaky"]), fake_resource("flaky")]
+    fake.scripts["flaky"] = Script(permanent=True)
+    record = await apply(resources, root, state_dir, units)
+    assert status(record, "app").phase is Phase.BLOCKED
+    assert (root / "etc/app/app.conf").read_text() == "port = 81\n"  # changed, not restarted
+    assert standin.runtime_calls() == []
+    fake.scripts.clear()
+    record = await apply(resources, root, state_dir, units)
+    assert record.state is RunState.SUCCEEDED
+    assert standin.runtime_calls() == ["restart app.service"]
+    assert status(record, "app").reason == (
+        "restarted: 'config' changed in an earlier run that did not finish this refresh"
+    )
+    standin.forget_calls()
+    record = await apply(resources, root, state_dir, units)
+    assert standin.runtime_calls() == [] and record.changed == 0  # paid: owed no more
+
+
 async def test_an_interrupted_run_leaves_the_restart_owed(
     root: Path, state_dir: Path, units: Registry, fake: FakeProvider, standin: systemctl.StandIn
 ) -> None:
