@@ -15,6 +15,7 @@ from accord import errors
 from accord.engine.converge import Options
 from accord.engine.inventory import Inventory
 from accord.engine.local import LocalSession
+from accord.engine.refresh import reverting
 from accord.engine.retry import RetryPolicy
 from accord.model.manifest import StateGoal
 from accord.model.plan import Action, Change, Plan
@@ -182,6 +183,51 @@ async def test_a_debt_an_older_version_kept_in_the_record_is_still_paid(
     bell.rings.clear()
     await run(resources, root, state_dir, registry)
     assert bell.rings == []
+
+
+async def test_reverting_a_trigger_makes_what_it_triggers_owe_a_refresh(
+    root: Path, state_dir: Path, registry: Registry, bell: BellProvider
+) -> None:
+    resources = [fake_resource("a"), fake_resource("b"), bell_resource("bell", "a", "b")]
+    await run(resources, root, state_dir, registry)
+    triggers = {"a": (), "b": (), "bell": ("a", "b"), "other": ("b",)}
+    async with LocalSession(state_dir=state_dir, lock=False) as session:
+        inventory = Inventory(session.store, "test")
+        await inventory.owe("bell", ("b",))  # owed already, from an earlier failure
+        assert await reverting(inventory, "a", triggers) == ("bell",)
+        assert await reverting(inventory, "a", triggers) == ("bell",)  # safe to repeat
+        assert await inventory.debts() == {"bell": ("b", "a")}
+        assert await reverting(inventory, "bell", triggers) == ()  # it triggers nothing
+    plan, _ = await run(resources, root, state_dir, registry, StateGoal.DRY_RUN)
+    assert step_of(plan, "a").change.is_noop and step_of(plan, "bell").refresh.pending == ("b", "a")
+    bell.rings.clear()
+    await run(resources, root, state_dir, registry)
+    assert bell.rings == [("bell", ("b", "a"))]
+    async with LocalSession(state_dir=state_dir, lock=False) as session:
+        assert await Inventory(session.store, "test").debts() == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Converge._revert does not call refresh.reverting yet (see that function's docstring)",
+)
+async def test_a_revert_that_puts_a_trigger_back_leaves_a_ring_owed(
+    root: Path, state_dir: Path, registry: Registry, bell: BellProvider, fake: FakeProvider
+) -> None:
+    """The bell rang for a = 2; the revert put a = 1 back: the bell must ring for that too."""
+    resources = [fake_resource("a", "1"), fake_resource("flaky"), bell_resource("bell", "a")]
+    await run(resources, root, state_dir, registry)
+    fake.scripts["flaky"] = Script(permanent=True)
+    fake.data["flaky"] = "drifted"
+    changed = [fake_resource("a", "2"), fake_resource("flaky"), bell_resource("bell", "a")]
+    bell.rings.clear()
+    _, record = await run(changed, root, state_dir, registry, on_failure="revert")
+    assert bell.rings == [("bell", ("a",))] and fake.data["a"] == "1"  # rang, then a reverted
+    assert status_of(record, "a").phase is Phase.REVERTED
+    fake.scripts.clear()
+    bell.rings.clear()
+    _, record = await run(resources, root, state_dir, registry)  # a = 1: a no-op now
+    assert bell.rings == [("bell", ("a",))]
 
 
 async def test_a_trigger_a_spec_does_not_reference_is_a_provider_bug(

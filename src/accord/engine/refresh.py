@@ -12,6 +12,10 @@ after the refresh. A refresh that a failure, a blocked dependency or a crash kep
 is therefore run by the next run, even though the trigger no longer changes then: at least
 once, never lost.
 
+A revert that puts a trigger back changes it again, after its subscribers may have been
+refreshed already (a unit restarted with the config the revert removes): ``reverting``, called
+before the trigger is put back, makes them owe a refresh, which the next apply run does.
+
 Cost: a manifest without triggers builds two empty dicts, reads no debts and asks nothing per
 step.
 """
@@ -165,3 +169,26 @@ class Refreshes:
         # In the dict before the write awaits, so that two triggers finishing together add up.
         self.written[rid] = pending = tuple(dict.fromkeys((*pending, *trigger_ids)))
         await self.inventory.owe(rid, pending)
+
+
+async def reverting(
+    inventory: Inventory, trigger: str, triggers: Mapping[str, tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Before a revert puts ``trigger`` back: every resource it triggers (``triggers``: each
+    resource's triggers in this run) owes a refresh from it, which the next apply run does.
+
+    The revert changes the trigger again, after its subscribers may have been refreshed (a
+    unit restarted on a config the revert now removes), so they are owed one more, whether or
+    not the revert turns out to change anything: at least once. The debt is written before the
+    trigger changes back, under the subscribers' debt keys, which the revert of their own
+    records (put back or removed) leaves alone. Returns the ids now owed.
+
+    ``Converge._revert`` calls it for each resource it is about to put back, just before
+    ``provider.delete``, with ``{s.resource.id: s.triggers for s in slots if s.triggers}``.
+    """
+    owing = tuple(rid for rid, named in triggers.items() if trigger in named)
+    for rid in owing:
+        pending = await inventory.debt(rid)
+        if trigger not in pending:
+            await inventory.owe(rid, (*pending, trigger))
+    return owing
