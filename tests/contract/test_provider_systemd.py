@@ -20,7 +20,9 @@ import pytest
 from accord import errors
 from accord.model.plan import Action
 from accord.model.specs import SystemdUnitSpec
+from accord.providers import systemctl as systemctl_calls
 from accord.providers.base import Context
+from accord.providers.paths import Roots
 from accord.providers.systemd import SystemdUnitProvider
 from accord.testing import systemctl
 from accord.testing.provider_contract import Desired, Node, ProviderContract, Sandbox, Start
@@ -303,6 +305,62 @@ async def test_an_unreachable_manager_is_a_transient_error(
     standin.fault("show", "Failed to connect to bus: No such file or directory")
     with pytest.raises(errors.TransientError, match="Failed to connect to bus"):
         await LIVE.observe(ctx, SystemdUnitSpec(name="app.service", active=True))
+
+
+NOT_BOOTED = (
+    "System has not been booted with systemd as init system (PID 1). Can't operate.\n"
+    "Failed to connect to bus: Host is down"
+)  # systemctl in a container or CI job, where systemd is not PID 1
+
+
+async def test_a_system_not_booted_with_systemd_is_a_permanent_error(
+    ctx: Context, standin: systemctl.StandIn
+) -> None:
+    standin.fault("show", NOT_BOOTED)
+    with pytest.raises(errors.PermanentError, match="systemd is not running here"):
+        await LIVE.observe(ctx, SystemdUnitSpec(name="app.service", active=True))
+
+
+def test_the_running_state_is_managed_on_slash_only_where_systemd_runs(
+    ctx: Context, tmp_path: Path
+) -> None:
+    slash = Context(roots=Roots(["/"]), state_dir=tmp_path, cache=ctx.cache)
+    booted = SystemdUnitProvider(booted=lambda: True)
+    assert booted.live(slash) and booted.offline(slash) == ""
+    assert not booted.live(ctx)  # another root, systemd or not
+    assert booted.offline(ctx) == f"root {ctx.roots.primary} is not the live system"
+    not_booted = SystemdUnitProvider(booted=lambda: False)
+    assert not not_booted.live(slash)
+    assert not_booted.offline(slash) == "systemd is not running here, no /run/systemd/system"
+    assert SystemdUnitProvider(runtime=True, booted=lambda: False).live(slash)  # a stand-in
+    assert systemctl_calls.booted() == Path("/run/systemd/system").is_dir()
+
+
+@NEEDS_SYSTEMCTL
+async def test_on_slash_without_a_running_systemd_only_files_and_enablement_are_managed(
+    ctx: Context, standin: systemctl.StandIn, tmp_path: Path
+) -> None:
+    """Image builds and containers: ``/`` is the root, but systemctl cannot reach a manager."""
+    standin.fault("show", NOT_BOOTED, times=99)
+    standin.fault("restart", NOT_BOOTED, times=99)
+    slash = Context(roots=Roots(["/"]), state_dir=tmp_path, cache=ctx.cache).bind("app")
+    provider = SystemdUnitProvider(booted=lambda: False)
+    name = "accord-test-absent-0b7f.service"  # read only: nothing is written under /
+    spec = SystemdUnitSpec(name=name, content=APP, enabled=True, active=True,
+                           restart_on=["config"])  # fmt: skip
+    current = await provider.observe(slash, spec)
+    assert current.runtime is None and current.enabled == "not-found"
+    change = provider.diff(spec, current)
+    assert change.action is Action.CREATE
+    assert [f.field for f in change.fields] == ["content", "enabled"]
+    assert change.reason.endswith(
+        "(running state not managed: systemd is not running here, no /run/systemd/system)"
+    )
+    assert provider.triggers(slash, spec) == ()  # the plan promises no restart
+    assert await provider.refresh(slash, spec, current) == (
+        "not restarted (systemd is not running here, no /run/systemd/system)"
+    )
+    assert all(any(a.startswith("--root=") for a in argv) for argv in standin.calls())
 
 
 async def test_without_systemctl_the_error_says_what_to_install(

@@ -30,6 +30,7 @@ NOOP, CREATE, UPDATE = Action.NOOP, Action.CREATE, Action.UPDATE
 RUNNING = Runtime("active", "running", "Mon 2025-01-06 10:00:00 UTC")
 DEAD = Runtime("inactive", "dead")
 FAILED = Runtime("failed", "failed")
+NOT_BOOTED = "systemd is not running here, no /run/systemd/system"
 
 
 def spec(**fields: Any) -> SystemdUnitSpec:
@@ -195,6 +196,21 @@ ROWS: dict[str, Row] = {
     ),
     "other-root/files-only-says-nothing-of-it": Row(
         spec(content=UNIT), seen(root="/srv/image", unit=file()), NOOP, (), UNIT_SHA[:12]
+    ),
+    # On / where systemd is not the running init (a container, a CI job): the same, saying why
+    "not-booted/active-not-managed": Row(
+        spec(content=UNIT, enabled=True, active=True),
+        seen(unit=file(), enabled="enabled", offline=NOT_BOOTED),
+        NOOP,
+        (),
+        "running state not managed: systemd is not running here",
+    ),
+    "not-booted/files-and-enablement-still-managed": Row(
+        spec(content=UNIT, enabled=True, restart_on=["config"]),
+        seen(unit=file(OTHER_SHA), enabled="disabled", offline=NOT_BOOTED),
+        UPDATE,
+        ("content", "enabled"),
+        "running state not managed: systemd is not running here",
     ),
     # Everything at once, in field order
     "everything-differs": Row(

@@ -32,7 +32,7 @@ from accord.engine.gate import Gate, GateDecision
 from accord.engine.graph import Graph
 from accord.engine.inventory import Inventory, Managed
 from accord.engine.journal import Journal
-from accord.engine.refresh import Refreshes, because, planned, triggers_of
+from accord.engine.refresh import Refreshes, because, owed, planned, triggers_of
 from accord.engine.report import NullReporter, Reporter
 from accord.engine.retry import RetryPolicy, retrying
 from accord.model.manifest import Manifest, Resource, StateFlag, StateGoal
@@ -134,6 +134,7 @@ class Converge:
         self.pruned: list[ResourceStatus] = []
         self.window_closed = False
         self.heirs: dict[str, str] = {}  # pruned id → the new id that manages the same path
+        self.debts: dict[str, tuple[str, ...]] = {}  # refreshes owed by earlier runs, by id
 
     # -- planning (read-only) ------------------------------------------------------------
 
@@ -168,13 +169,15 @@ class Converge:
         asked = triggers_of([(s.provider, s.ctx, s.resource) for s in slots])
         for slot, named in zip(slots, asked, strict=True):
             slot.triggers = named
-        managed = await Inventory(self.store, manifest.metadata.name).load()
+        inventory = Inventory(self.store, manifest.metadata.name)
+        managed = await inventory.load()
         ids = {r.id for r in manifest.resources}
         heirs = _heirs(manifest, [m for m in managed.values() if m.id not in ids])
         for old, new in heirs.items():
             if new not in managed:  # the new id inherits what accord found before the old one
                 managed[new] = dataclasses.replace(managed[old], id=new)
         refreshing = any(s.triggers for s in slots)
+        self.debts = await owed(inventory, managed) if refreshing else {}
         changes: dict[str, Change | None] = (
             {s.resource.id: s.change for s in slots} if refreshing else {}
         )
@@ -184,7 +187,7 @@ class Converge:
             refresh = None
             if slot.triggers:
                 verb = slot.provider.refresh_verb
-                refresh = planned(slot.resource.id, slot.triggers, verb, changes, managed)
+                refresh = planned(slot.resource.id, slot.triggers, verb, changes, self.debts)
             steps.append(
                 PlannedStep.of(slot.resource.id, slot.resource.kind, change, slot.unstaged, refresh)
             )
@@ -340,7 +343,7 @@ class Converge:
             )
 
         ids = [s.resource.id for s in slots]
-        refreshes = Refreshes(ids, [s.triggers for s in slots], managed, inventory)
+        refreshes = Refreshes(ids, [s.triggers for s in slots], managed, inventory, self.debts)
 
         def instant(i: int) -> bool:
             slot = slots[i]

@@ -6,10 +6,14 @@ manifest can still be pruned in dependency order) and ``prior``: what was at its
 accord first took it over, restored when it is pruned. The record is written *before* the first
 apply touches anything, so a crash in between cannot lose the prior state.
 
-``pending`` lists triggers (``restart_on``) that changed, or were about to, while the resource's
-refresh has not happened yet: it is written before the trigger applies and cleared after the
-refresh, so a refresh that a failure, a block or a crash kept from running is run by the next
-run (at least once; never lost).
+``owed.<manifest>.<resource>`` lists triggers (``restart_on``) that changed, or were about to,
+while the resource's refresh has not happened yet: it is written before the trigger applies and
+deleted after the refresh, so a refresh that a failure, a block or a crash kept from running is
+run by the next run (at least once; never lost). It is a key of its own, not part of the
+resource's record, so that it holds for a resource accord has not recorded yet (new to it, and
+blocked in its first run) and survives what rewrites or removes the record (a revert).
+A debt of a resource that left the manifest stays behind: if the id comes back, it is refreshed
+once. ``Managed.pending`` is where debts were kept before: still read, no longer written.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class Managed:
     spec: dict[str, Any]
     depends_on: tuple[str, ...]
     prior: dict[str, Any] | None
-    pending: tuple[str, ...] = ()  # triggers whose refresh of this resource is still owed
+    pending: tuple[str, ...] = ()  # owed refreshes, as older versions kept them: read only
 
     def encode(self) -> bytes:
         record = {
@@ -59,6 +63,7 @@ class Inventory:
     def __init__(self, store: base.Store, manifest: str) -> None:
         self.store = store
         self.prefix = f"managed.{base.key_part(manifest)}."
+        self.owed_prefix = f"owed.{base.key_part(manifest)}."
 
     async def load(self) -> dict[str, Managed]:
         return {
@@ -70,3 +75,30 @@ class Inventory:
 
     async def remove(self, resource_id: str) -> None:
         await self.store.delete(self.prefix + base.key_part(resource_id))
+
+    # -- owed refreshes (``restart_on``): one key per resource, apart from its record -----------
+
+    async def debts(self) -> dict[str, tuple[str, ...]]:
+        """Every resource's owed refreshes: the triggers they are owed for, in order."""
+        found = {}
+        for entry in await self.store.list(self.owed_prefix):
+            record = json.loads(entry.value)
+            found[record["id"]] = tuple(record["pending"])
+        return found
+
+    async def debt(self, resource_id: str) -> tuple[str, ...]:
+        """The triggers ``resource_id`` is owed a refresh for (none: empty)."""
+        entry = await self.store.get(self.owed_prefix + base.key_part(resource_id))
+        return () if entry is None else tuple(json.loads(entry.value)["pending"])
+
+    async def owe(self, resource_id: str, triggers: tuple[str, ...]) -> None:
+        """Write ``resource_id``'s whole debt (it replaces what was there)."""
+        value = {"id": resource_id, "pending": list(triggers)}
+        await self.store.put(
+            self.owed_prefix + base.key_part(resource_id),
+            json.dumps(value, separators=(",", ":")).encode(),
+        )
+
+    async def settle(self, resource_id: str) -> None:
+        """``resource_id`` was refreshed: it is owed nothing."""
+        await self.store.delete(self.owed_prefix + base.key_part(resource_id))

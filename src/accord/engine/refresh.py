@@ -6,14 +6,18 @@ ordered after them: they are among the ids its spec references, which the graph 
 resource's ``refresh`` is due, once, after its own apply or no-op (see ``accord.providers.base``).
 
 A refresh is owed from the moment a trigger is about to change until the refresh has run: the
-debt is written into the resource's inventory record (``Managed.pending``) *before* the trigger
-applies and cleared after the refresh. A refresh that a failure, a blocked dependency or a
-crash kept from running is therefore run by the next run, even though the trigger no longer
-changes then: at least once, never lost. (A resource accord has not recorded yet, being new
-to it, cannot hold the debt; if the run dies before it is first applied, the next run treats
-it as new.)
+debt is written under the resource's own key (``Inventory.owe``, apart from its inventory
+record, so a resource new to accord holds it too) *before* the trigger applies, and deleted
+after the refresh. A refresh that a failure, a blocked dependency or a crash kept from running
+is therefore run by the next run, even though the trigger no longer changes then: at least
+once, never lost.
 
-Cost: a manifest without triggers builds two empty dicts and asks nothing per step.
+A revert that puts a trigger back changes it again, after its subscribers may have been
+refreshed already (a unit restarted with the config the revert removes): ``reverting``, called
+before the trigger is put back, makes them owe a refresh, which the next apply run does.
+
+Cost: a manifest without triggers builds two empty dicts, reads no debts and asks nothing per
+step.
 """
 
 from __future__ import annotations
@@ -57,18 +61,27 @@ def triggers_of(
     return found
 
 
+async def owed(inventory: Inventory, managed: Mapping[str, Managed]) -> dict[str, tuple[str, ...]]:
+    """The refreshes owed at the start of a run, by resource id: their debt keys, and what
+    records of older versions kept in ``Managed.pending``. Read only."""
+    debts = await inventory.debts()
+    for rid, record in managed.items():
+        if record.pending:
+            debts[rid] = tuple(dict.fromkeys((*debts.get(rid, ()), *record.pending)))
+    return debts
+
+
 def planned(
     resource_id: str,
     triggers: tuple[str, ...],
     verb: str,
     changes: Mapping[str, Change | None],
-    managed: Mapping[str, Managed],
+    debts: Mapping[str, tuple[str, ...]],
 ) -> Refresh:
-    """What a plan says of a resource with triggers: which of them change, which are owed."""
+    """What a plan says of a resource with triggers: which of them change, which are owed
+    (``debts``: what ``owed`` read)."""
     now = tuple(t for t in triggers if (c := changes.get(t)) is not None and not c.is_noop)
-    record = managed.get(resource_id)
-    owed = record.pending if record is not None else ()
-    earlier = tuple(t for t in owed if t in triggers and t not in now)
+    earlier = tuple(t for t in debts.get(resource_id, ()) if t in triggers and t not in now)
     return Refresh(action=verb, triggers=triggers, expected=(*now, *earlier), pending=earlier)
 
 
@@ -89,7 +102,8 @@ class Refreshes:
     """One apply's bookkeeping: what changed, and which resources are owed a refresh.
 
     Resources are numbered as the run's graph numbers them; ``managed`` is the run's inventory
-    (updated in place as debts are written and paid).
+    (older records' ``pending`` is cleared in place when paid); ``debts`` is what ``owed`` read
+    when the run was planned.
     """
 
     def __init__(
@@ -98,6 +112,7 @@ class Refreshes:
         triggers: Sequence[tuple[str, ...]],
         managed: dict[str, Managed],
         inventory: Inventory,
+        debts: Mapping[str, tuple[str, ...]],
     ) -> None:
         self.ids = ids
         self.managed = managed
@@ -111,7 +126,8 @@ class Refreshes:
                     self.triggers[i] = tuple(index[t] for t in named)
                     for t in self.triggers[i]:
                         self.subscribers.setdefault(t, []).append(i)
-        self.owed = {rid: m.pending for rid, m in managed.items() if m.pending}  # at the start
+        self.owed = dict(debts)  # at the start: what earlier runs left
+        self.written = dict(debts)  # the debt keys as this run leaves them
         self.changed: set[int] = set()  # applied a change, or were refreshed, in this run
 
     def due(self, i: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -138,16 +154,41 @@ class Refreshes:
 
     async def paid(self, i: int) -> None:
         """``i`` was refreshed: clear what it was owed."""
-        record = self.managed.get(self.ids[i])
-        if record is not None and record.pending:
-            self.managed[record.id] = record = dataclasses.replace(record, pending=())
+        rid = self.ids[i]
+        if self.written.pop(rid, None) is not None:
+            await self.inventory.settle(rid)
+        record = self.managed.get(rid)
+        if record is not None and record.pending:  # kept there by an older version
+            self.managed[rid] = record = dataclasses.replace(record, pending=())
             await self.inventory.save(record)
 
     async def _owe(self, rid: str, trigger_ids: tuple[str, ...]) -> None:
-        record = self.managed.get(rid)
-        if record is None or all(t in record.pending for t in trigger_ids):
+        pending = self.written.get(rid, ())
+        if all(t in pending for t in trigger_ids):
             return
-        pending = tuple(dict.fromkeys((*record.pending, *trigger_ids)))
         # In the dict before the write awaits, so that two triggers finishing together add up.
-        self.managed[rid] = record = dataclasses.replace(record, pending=pending)
-        await self.inventory.save(record)
+        self.written[rid] = pending = tuple(dict.fromkeys((*pending, *trigger_ids)))
+        await self.inventory.owe(rid, pending)
+
+
+async def reverting(
+    inventory: Inventory, trigger: str, triggers: Mapping[str, tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Before a revert puts ``trigger`` back: every resource it triggers (``triggers``: each
+    resource's triggers in this run) owes a refresh from it, which the next apply run does.
+
+    The revert changes the trigger again, after its subscribers may have been refreshed (a
+    unit restarted on a config the revert now removes), so they are owed one more, whether or
+    not the revert turns out to change anything: at least once. The debt is written before the
+    trigger changes back, under the subscribers' debt keys, which the revert of their own
+    records (put back or removed) leaves alone. Returns the ids now owed.
+
+    ``Converge._revert`` calls it for each resource it is about to put back, just before
+    ``provider.delete``, with ``{s.resource.id: s.triggers for s in slots if s.triggers}``.
+    """
+    owing = tuple(rid for rid, named in triggers.items() if trigger in named)
+    for rid in owing:
+        pending = await inventory.debt(rid)
+        if trigger not in pending:
+            await inventory.owe(rid, (*pending, trigger))
+    return owing

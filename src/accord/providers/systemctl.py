@@ -24,6 +24,13 @@ TIMEOUT = 180.0  # above systemd's own default start timeout (90 s) plus stoppin
 SHOWN = ("ActiveState", "SubState", "ActiveEnterTimestamp", "LoadState", "NeedDaemonReload")
 ERROR_TAIL = 2000  # characters of stderr quoted in an error
 
+BOOTED = "/run/systemd/system"  # exists while systemd is the running init: sd_booted(3)
+
+# Messages of a machine where systemd is not the running init (a container, a CI job, a chroot):
+# no retry will reach a service manager there. systemctl says both lines; the second alone
+# (EHOSTDOWN from its bus connection) would otherwise pass for the transient message below.
+_NOT_BOOTED = ("has not been booted with systemd", "Failed to connect to bus: Host is down")
+
 # Messages of a service manager that is briefly unreachable (it is re-executing, reloading, or
 # D-Bus restarts): a retry may help. Everything else (no such unit, a failed start) will not.
 _TRANSIENT = (
@@ -99,13 +106,25 @@ async def run(ctx: Context, *args: str, check: bool = True, record: bool = False
 
 
 def failure(ctx: Context, result: Result) -> errors.ProviderError:
-    """A failed call as a typed error: transient when the manager was unreachable."""
+    """A failed call as a typed error: transient when the manager was briefly unreachable,
+    permanent when systemd does not run here at all (or for anything else)."""
     said = (result.stderr.strip() or result.stdout.strip())[-ERROR_TAIL:]
     message = f"resource {ctx.resource_id!r}: `{shlex.join(result.argv)}` exited {result.code}"
     message += f": {said}" if said else ""
+    if any(marker in said for marker in _NOT_BOOTED):
+        return errors.PermanentError(
+            f"{message} (systemd is not running here: its running state cannot be managed)"
+        )
     if any(marker in said for marker in _TRANSIENT):
         return errors.TransientError(message)
     return errors.PermanentError(message)
+
+
+def booted() -> bool:
+    """Whether systemd is the running service manager here, as ``sd_booted(3)`` decides: the
+    directory ``/run/systemd/system`` exists. Not in most containers and CI jobs, where every
+    call without ``--root`` fails ("System has not been booted with systemd")."""
+    return os.path.isdir(BOOTED)
 
 
 async def is_enabled(ctx: Context, root: str, name: str) -> str:

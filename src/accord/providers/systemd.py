@@ -10,9 +10,12 @@ Enablement
     so it works on any directory tree (an image being built) and the same way on ``/``.
 Runtime
     ``daemon-reload``, ``start``, ``stop``, ``restart`` and ``show`` talk to the running service
-    manager, so they are made only when the first root is ``/``: the live machine. Under any
-    other root the runtime state is not managed, and plans and statuses say so. (A test that
-    puts a stand-in ``systemctl`` on ``PATH`` builds ``SystemdUnitProvider(runtime=True)``.)
+    manager, so they are made only when the first root is ``/`` and systemd runs there
+    (``/run/systemd/system`` exists, as ``sd_booted(3)`` checks): the live machine. Under any
+    other root, and on ``/`` in a container or CI job without systemd as init, the runtime
+    state is not managed (files and enablement are, offline, as for an image), and plans and
+    statuses say why. (A test that puts a stand-in ``systemctl`` on ``PATH`` builds
+    ``SystemdUnitProvider(runtime=True)``; ``booted`` replaces the check of a running systemd.)
 Apply, in this order
     Refuse what cannot work before changing anything (a directory in a file's way, a masked
     unit to enable or start). Write the files. Enable or disable (``reenable`` when the unit
@@ -36,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -78,6 +82,7 @@ class UnitState:
     dropins: tuple[tuple[str, FileState | None], ...] = ()  # each declared drop-in
     enabled: str | None = None  # ``is-enabled`` (or ``not-found``), when ``enabled`` is managed
     runtime: Runtime | None = None  # on the live system only
+    offline: str = ""  # why the running state was not looked at (when it was not)
 
 
 class SystemdUnitProvider(Provider[SystemdUnitSpec, UnitState]):
@@ -85,17 +90,29 @@ class SystemdUnitProvider(Provider[SystemdUnitSpec, UnitState]):
     spec_model: ClassVar[type[Spec]] = SystemdUnitSpec
     refresh_verb: ClassVar[str] = "restart"
 
-    def __init__(self, *, runtime: bool | None = None) -> None:
-        """``runtime``: None manages the running state only when the first root is ``/``;
-        True always (for a stand-in ``systemctl`` in tests: never with a real one under another
-        root, it would start the host's units); False never."""
+    def __init__(
+        self, *, runtime: bool | None = None, booted: Callable[[], bool] = systemctl.booted
+    ) -> None:
+        """``runtime``: None manages the running state only when the first root is ``/`` and
+        ``booted()`` says systemd runs here; True always (for a stand-in ``systemctl`` in tests:
+        never with a real one under another root, it would start the host's units); False
+        never. ``booted``: whether systemd is the running init (tests replace the check)."""
         self.runtime = runtime
+        self.booted = booted
+
+    def offline(self, ctx: Context) -> str:
+        """Why this run does not manage the running service manager; empty when it does."""
+        if self.runtime is not None:
+            return "" if self.runtime else "turned off for this provider (runtime=False)"
+        if ctx.roots.primary != Path("/"):
+            return f"root {ctx.roots.primary} is not the live system"
+        if not self.booted():
+            return f"systemd is not running here, no {systemctl.BOOTED}"
+        return ""
 
     def live(self, ctx: Context) -> bool:
         """Whether this run manages the running service manager."""
-        if self.runtime is not None:
-            return self.runtime
-        return ctx.roots.primary == Path("/")
+        return not self.offline(ctx)
 
     # -- observe and diff ---------------------------------------------------------------
 
@@ -111,8 +128,9 @@ class SystemdUnitProvider(Provider[SystemdUnitSpec, UnitState]):
         enabled = None
         if spec.enabled is not None:
             enabled = await systemctl.is_enabled(ctx, root, spec.name)
-        runtime = await _runtime(ctx, spec.name) if self.live(ctx) else None
-        return UnitState(root, unit, tuple(dropins), enabled, runtime)
+        offline = self.offline(ctx)
+        runtime = None if offline else await _runtime(ctx, spec.name)
+        return UnitState(root, unit, tuple(dropins), enabled, runtime, offline)
 
     def diff(self, spec: SystemdUnitSpec, current: UnitState | None) -> Change:
         if current is None:  # observe always answers; kept total for callers that have nothing
@@ -151,7 +169,8 @@ class SystemdUnitProvider(Provider[SystemdUnitSpec, UnitState]):
     def _unmanaged(self, spec: SystemdUnitSpec, current: UnitState) -> str:
         if current.runtime is not None or (spec.active is None and not spec.restart_on):
             return ""
-        return f" (running state not managed: root {current.root} is not the live system)"
+        why = current.offline or f"root {current.root} is not the live system"
+        return f" (running state not managed: {why})"
 
     # -- apply -----------------------------------------------------------------------------
 
@@ -182,8 +201,9 @@ class SystemdUnitProvider(Provider[SystemdUnitSpec, UnitState]):
         return spec.restart_on if self.live(ctx) else ()
 
     async def refresh(self, ctx: Context, spec: SystemdUnitSpec, current: UnitState | None) -> str:
-        if not self.live(ctx):
-            return f"not restarted (root {ctx.roots.primary} is not the live system)"
+        offline = self.offline(ctx)
+        if offline:
+            return f"not restarted ({offline})"
         runtime = current.runtime if current is not None else None
         running = runtime is None or runtime.active in RUNNING  # as observed before this apply
         if spec.active:  # restart starts a stopped unit: the one start of this run
