@@ -207,10 +207,6 @@ async def test_reverting_a_trigger_makes_what_it_triggers_owe_a_refresh(
         assert await Inventory(session.store, "test").debts() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Converge._revert does not call refresh.reverting yet (see that function's docstring)",
-)
 async def test_a_revert_that_puts_a_trigger_back_leaves_a_ring_owed(
     root: Path, state_dir: Path, registry: Registry, bell: BellProvider, fake: FakeProvider
 ) -> None:

@@ -268,10 +268,6 @@ async def test_an_interrupted_run_leaves_the_restart_owed(
     assert "changed in an earlier run" in status(record, "app").reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Converge._revert does not call refresh.reverting yet (see that function's docstring)",
-)
 async def test_a_revert_that_puts_the_config_back_leaves_a_restart_owed(
     root: Path, state_dir: Path, units: Registry, fake: FakeProvider, standin: systemctl.StandIn
 ) -> None:

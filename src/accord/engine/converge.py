@@ -32,7 +32,7 @@ from accord.engine.gate import Gate, GateDecision
 from accord.engine.graph import Graph
 from accord.engine.inventory import Inventory, Managed
 from accord.engine.journal import Journal
-from accord.engine.refresh import Refreshes, because, owed, planned, triggers_of
+from accord.engine.refresh import Refreshes, because, owed, planned, reverting, triggers_of
 from accord.engine.report import NullReporter, Reporter
 from accord.engine.retry import RetryPolicy, retrying
 from accord.model.manifest import Manifest, Resource, StateFlag, StateGoal
@@ -512,9 +512,14 @@ class Converge:
         """Put back, newest first, what this run applied: the revert policy."""
         done = [s for s in slots if s.phase is Phase.APPLIED and s.change and not s.change.is_noop]
         self.reporter.phase("revert", len(done))
+        triggers: dict[str, tuple[str, ...]] = {
+            s.resource.id: s.triggers for s in slots if s.triggers
+        }
         for slot in reversed(done):
             if not slot.provider.reversible:
                 continue
+            # Before it changes back: whatever it restarted now runs a stale config.
+            await reverting(inventory, slot.resource.id, triggers)
             try:
                 note = await slot.provider.delete(slot.ctx, slot.resource.spec, slot.before)
             except Exception as exc:  # noqa: BLE001 - the others are still put back
