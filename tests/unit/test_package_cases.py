@@ -168,15 +168,56 @@ def test_bad_package_names_are_refused(name: str) -> None:
         PackageSpec(name=name)
 
 
-@pytest.mark.parametrize("version", ["any", "1.0", "1:2.3~rc1-4+deb12u1", "0.9+git20240101-1"])
+@pytest.mark.parametrize(
+    "version",
+    ["any", "1.0", "1:2.3~rc1-4+deb12u1", "0.9+git20240101-1", "1:2:3", "2:1.0-a-b-1", "0"],
+)
 def test_versions(version: str) -> None:
     assert spec(version=version).version == version
 
 
-@pytest.mark.parametrize("version", ["latest", "v1.0", "1.0 ", "", "1.0/2"])
-def test_bad_versions_are_refused(version: str) -> None:
-    with pytest.raises(ValidationError):
+BAD_VERSIONS = {  # what dpkg refuses → what the message says
+    "latest": "does not start with a digit",
+    "v1.0": "does not start with a digit",
+    "1.0 ": "invalid character ' '",
+    "": "empty",
+    "1.0/2": "invalid character '/'",
+    "1.0:2": "epoch '1.0' is not a number",  # a colon only after an epoch
+    "1:": "nothing after the epoch",
+    ":1.0": "epoch is empty",
+    "1.0-": "revision is empty",
+    "1:2.0-": "revision is empty",
+    "1:2.0-1:3": "invalid character ':' in the revision",
+    "1:a": "does not start with a digit",
+    "-1": "upstream version is empty",
+    "99999999999:1": "epoch 99999999999 is too big",
+}
+
+
+@pytest.mark.parametrize(("version", "says"), BAD_VERSIONS.items(), ids=BAD_VERSIONS.keys())
+def test_bad_versions_are_refused_saying_why(version: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(says)):
         spec(version=version)
+
+
+def test_a_bad_version_is_refused_when_the_manifest_loads_naming_the_field() -> None:
+    resource = {"id": "pkg", "kind": "Package", "spec": {"name": NAME, "version": "1.0:2"}}
+    with pytest.raises(errors.ManifestError) as caught:
+        build_manifest([resource])
+    (problem,) = caught.value.problems
+    assert "resource 'pkg'" in problem and "version" in problem, problem
+    assert "epoch '1.0' is not a number" in problem, problem
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="no dpkg here to check against")
+def test_the_versions_refused_are_those_dpkg_finds_bad() -> None:
+    for version in BAD_VERSIONS:
+        if version != version.strip():
+            continue  # dpkg strips blanks around a version; apt is given it as it is
+        result = subprocess.run(
+            ["dpkg", "--validate-version", "--", version], capture_output=True, check=False
+        )
+        assert result.returncode != 0, f"dpkg takes {version!r}"
 
 
 def test_spec_defaults_and_contradictions() -> None:
@@ -216,6 +257,16 @@ ORDERED = [  # each older than the next (dpkg's own examples and edge cases)
     "2:0",
 ]
 EQUAL = [("1.0", "0:1.0"), ("1.0", "1.0-0"), ("1.01", "1.1"), ("1.0-1", "1.0-01")]
+
+
+@pytest.mark.parametrize("version", ["1.0:2", "1:", ":1", "", "1.0-", "1 .0"])
+def test_comparing_a_version_dpkg_refuses_is_a_typed_error(version: str) -> None:
+    """The spec refuses these; one that slips through (from elsewhere) fails typed, not as
+    a ValueError from int()."""
+    with pytest.raises(errors.PermanentError, match="not a Debian version"):
+        debversion.compare(version, "1.0")
+    with pytest.raises(errors.PermanentError, match="not a Debian version"):
+        debversion.equal("1.0", version)
 
 
 def test_versions_order_as_dpkg_orders_them() -> None:
