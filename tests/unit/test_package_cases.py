@@ -7,6 +7,7 @@ fields, a substring of the reason).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import re
@@ -359,6 +360,23 @@ def test_the_environment_is_unattended_and_finds_sbin(monkeypatch: pytest.Monkey
     assert "LANGUAGE" not in env
     assert env["PATH"].split(":")[:2] == ["/usr/bin", "/bin"]
     assert {"/usr/sbin", "/sbin"} <= set(env["PATH"].split(":"))
+
+
+async def test_apt_caches_are_forgotten_before_dpkg_lock_is_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another of accord's apt runs must not start between a change to dpkg's database and the
+    deletion of apt's caches: it would trust the stale pkgcache.bin."""
+    ran: list[tuple[str, bool]] = []
+
+    async def run(argv: list[str], *, what: str, limit: float | None = None) -> Finished:
+        ran.append((argv[0], apt.exclusive().locked()))
+        await asyncio.sleep(0)  # where another task could take the lock
+        return Finished(0, "")
+
+    monkeypatch.setattr(apt, "run", run)
+    await apt.run_changing(["dpkg", "--remove", "x"], what="test", limit=None)
+    assert ran == [("dpkg", True), ("apt-config", True)]
 
 
 def test_verified_checks_size_then_digest(tmp_path: Path) -> None:
