@@ -13,6 +13,8 @@ import itertools
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from pydantic import ValidationError
 from accord import errors
 from accord.model.plan import Action, FieldChange
 from accord.model.specs import PackageSpec
-from accord.providers import apt, debstage, debversion
+from accord.providers import apt, cache, debstage, debversion
 from accord.providers.apt import Deb, Finished, PackageState
 from accord.providers.package import NOT_INSTALLED, PackageProvider
 from helpers import build_manifest
@@ -379,20 +381,101 @@ async def test_apt_caches_are_forgotten_before_dpkg_lock_is_released(
     assert ran == [("dpkg", True), ("apt-config", True)]
 
 
-def test_verified_checks_size_then_digest(tmp_path: Path) -> None:
+async def test_verified_checks_size_then_digest(tmp_path: Path) -> None:
     data = b"a .deb"
     deb = Deb("file:/x", "x_1_all.deb", len(data), hashlib.sha256(data).hexdigest())
-    assert not debstage.verified(tmp_path, deb)
+    assert not await debstage.verified(tmp_path, deb)
     (tmp_path / deb.filename).write_bytes(b"a .deX")  # same size, other bytes
-    assert not debstage.verified(tmp_path, deb)
+    assert not await debstage.verified(tmp_path, deb)
+    assert await debstage.missing(tmp_path, [deb]) == [deb]
     source = tmp_path / "source.deb"
     source.write_bytes(data)
-    assert debstage.copy_verified(source, tmp_path / "archives", deb)
-    assert debstage.verified(tmp_path / "archives", deb)
+    assert await debstage.copy_verified(source, tmp_path / "archives", deb)
+    assert await debstage.verified(tmp_path / "archives", deb)
+    assert await debstage.missing(tmp_path / "archives", [deb]) == []
     assert sorted(p.name for p in (tmp_path / "archives").iterdir()) == [deb.filename]
     source.write_bytes(b"a .deX")
-    assert not debstage.copy_verified(source, tmp_path / "other", deb)
+    assert not await debstage.copy_verified(source, tmp_path / "other", deb)
     assert list((tmp_path / "other").iterdir()) == []
+
+
+async def _ticks_while(work: Awaitable[object]) -> int:
+    """How often a 5 ms heartbeat ran on the event loop while ``work`` ran."""
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    beating = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0)
+    try:
+        await work
+    finally:
+        beating.cancel()
+    return ticks
+
+
+async def test_hashing_and_copying_debs_leave_the_event_loop_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large .deb takes seconds to hash: meanwhile the agent's heartbeats must go on."""
+    data = b"a large .deb"
+    deb = Deb("file:/x", "x_1_all.deb", len(data), hashlib.sha256(data).hexdigest())
+    (tmp_path / deb.filename).write_bytes(data)
+    source = tmp_path / "source.deb"
+    source.write_bytes(data)
+    hashed = cache.file_sha256
+
+    def slow_sha256(path: Path) -> str:  # accord.providers.cache's helper, as large files take
+        time.sleep(0.2)
+        return hashed(path)
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.2)
+
+    monkeypatch.setattr(cache, "file_sha256", slow_sha256)
+    assert await _ticks_while(debstage.verified(tmp_path, deb)) >= 10
+    assert await _ticks_while(debstage.missing(tmp_path, [deb, deb])) >= 20
+    monkeypatch.setattr(debstage.os, "fsync", slow_fsync)
+    assert await _ticks_while(debstage.copy_verified(source, tmp_path / "archives", deb)) >= 10
+
+
+async def test_a_settled_unchanged_deb_is_hashed_once_for_plans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """staged(), asked on every plan, trusts a digest while the file's size, times and inode
+    stay; stage and apply hash every time."""
+    data = b"a .deb"
+    deb = Deb("file:/x", "x_1_all.deb", len(data), hashlib.sha256(data).hexdigest())
+    path = tmp_path / deb.filename
+    path.write_bytes(data)
+    hashed: list[Path] = []
+    real = cache.file_sha256
+
+    def counting(p: Path) -> str:
+        hashed.append(p)
+        return real(p)
+
+    monkeypatch.setattr(cache, "file_sha256", counting)
+    assert await debstage.missing(tmp_path, [deb], memo=True) == []
+    assert await debstage.missing(tmp_path, [deb], memo=True) == []
+    assert len(hashed) == 2, "a file changed just now may change again unseen: hashed each time"
+
+    monkeypatch.setattr(debstage, "SETTLED", 0.0)  # as if it had been there a while
+    hashed.clear()
+    for _ in range(3):
+        assert await debstage.missing(tmp_path, [deb], memo=True) == []
+    assert len(hashed) == 1
+    assert await debstage.missing(tmp_path, [deb]) == []  # without the memo: hashed
+    assert len(hashed) == 2
+
+    await asyncio.sleep(0.05)  # past the file system's timestamp tick (what SETTLED guards against)
+    path.write_bytes(b"a .deX")  # same size and inode, new times: hashed again, found out
+    assert await debstage.missing(tmp_path, [deb], memo=True) == [deb]
+    assert len(hashed) == 3
 
 
 def test_the_docs_examples_are_valid_manifests() -> None:

@@ -134,12 +134,12 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
     async def staged(self, ctx: Context, spec: PackageSpec) -> bool:
         try:
             current = await self.observe(ctx, spec)
-            install = await self._install_set(ctx, spec, current)
+            install = await self._install_set(ctx, spec, current, memo=True)
             priors = await self._priors(ctx, spec, current, install.debs)
         except errors.ProviderError:
             return False  # stage will find the same problem and report it
         directory = debstage.archives(ctx)
-        return install.staged and all(debstage.verified(directory, deb) for deb in priors)
+        return install.staged and not await debstage.missing(directory, priors, memo=True)
 
     async def stage(self, ctx: Context, spec: PackageSpec) -> None:
         what, target = _what(ctx, spec), _target(spec)
@@ -160,11 +160,12 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
             await debstage.fetch(ctx, ["--reinstall"], [prior], what=what, limit=spec.timeout)
 
     async def _install_set(
-        self, ctx: Context, spec: PackageSpec, current: PackageState | None
+        self, ctx: Context, spec: PackageSpec, current: PackageState | None, *, memo: bool = False
     ) -> Install:
         """Every .deb that apply would install: what apt resolves now if all of it is staged,
         else what stage recorded if all of that is (apt's lists moved on since staging, or a
-        ``file:`` repository is gone), else what apt resolves now, not (all) staged."""
+        ``file:`` repository is gone), else what apt resolves now, not (all) staged. ``memo``:
+        trust digests of unchanged files (:func:`.debstage.missing`), for plans."""
         if spec.state == "absent" or self.diff(spec, current).is_noop:
             return Install([], staged=True)
         directory = debstage.archives(ctx)
@@ -177,10 +178,10 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
             live = []
         else:
             unknown = None
-            if all(debstage.verified(directory, deb) for deb in live):
+            if not await debstage.missing(directory, live, memo=memo):
                 return Install(live, staged=True)
         recorded = debstage.read_record(ctx, _target(spec))
-        if recorded and all(debstage.verified(directory, deb) for deb in recorded):
+        if recorded and not await debstage.missing(directory, recorded, memo=memo):
             return Install(recorded, staged=True, recorded=True)
         if unknown is not None:
             raise unknown
@@ -231,7 +232,7 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
         directory = debstage.archives(ctx)
         install = await self._install_set(ctx, spec, current)
         if not install.staged:
-            missing = [d.filename for d in install.debs if not debstage.verified(directory, d)]
+            missing = [d.filename for d in await debstage.missing(directory, install.debs)]
             raise errors.PermanentError(
                 f"{what}: not staged in {directory}: {', '.join(missing)} (stage first; if it "
                 "was staged, apt's lists changed since and it resolves differently now)"
@@ -304,7 +305,7 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
         """The prior state of the package and of each package its install would add or change."""
         states: dict[str, PackageState | None] = {_bare(spec.name): _known(current)}
         try:
-            install = (await self._install_set(ctx, spec, current)).debs
+            install = (await self._install_set(ctx, spec, current, memo=True)).debs
         except errors.ProviderError:
             install = []  # apt cannot resolve it now; apply will fail and say why
         others = {deb.package for deb in install} - states.keys()
