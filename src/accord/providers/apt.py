@@ -283,6 +283,11 @@ async def update(*, what: str, limit: float | None) -> None:
         )
 
 
+def locked(error: errors.ProviderError) -> bool:
+    """Whether apt or dpkg failed only because another program holds a lock of theirs."""
+    return isinstance(error, errors.TransientError) and LOCKED.search(str(error)) is not None
+
+
 def retry_after(error: errors.ProviderError) -> float | None:
     return error.retry_after if isinstance(error, errors.TransientError) else None
 

@@ -9,6 +9,10 @@ Under the state dir's cache, ``STATE_DIR/cache/apt``:
     stage's record of the files it staged for that target, with sizes and SHA256 digests: what
     apply installs when apt no longer resolves the target to staged files (its lists moved on
     since staging, or a ``file:`` repository, whose lists are links into it, is gone).
+``unkept/<name>=<version>.json``
+    the versions that applying that target replaces or removes whose .deb stage could not keep
+    for a revert (offline; a version no mirror has any more), each with the reason: keeping
+    them is best effort, and apply and delete say what a revert cannot put back.
 
 A file counts as staged only when its size *and* SHA256 match the repository's index: apt
 checks only the size of a file in an archive directory, and dpkg would unpack a corrupt one
@@ -57,7 +61,7 @@ async def fetch(
     if await _fill(ctx, options, targets, debs, what=what, last=False):
         return debs
     await apt.update(what=what, limit=limit)
-    debs = await apt.print_uris(options, targets, what=what)
+    debs = await _resolve_refreshed(options, targets, what=what)
     if await _fill(ctx, options, targets, debs, what=what, last=True):
         return debs
     raise errors.TransientError(f"{what}: staged files failed their check after download")
@@ -72,6 +76,14 @@ async def _resolve(
         if not apt.unknown(exc):
             raise
     await apt.update(what=what, limit=limit)
+    return await _resolve_refreshed(options, targets, what=what)
+
+
+async def _resolve_refreshed(
+    options: Sequence[str], targets: Sequence[str], *, what: str
+) -> list[Deb]:
+    """:func:`apt.print_uris` right after ``apt-get update``: the refreshed lists may no longer
+    name a version the old ones did (a mirror keeps only the newest)."""
     try:
         return await apt.print_uris(options, targets, what=what)
     except errors.PermanentError as exc:
@@ -139,6 +151,83 @@ def read_record(ctx: Context, target: str) -> list[Deb] | None:
         return [Deb(**deb) for deb in data["debs"]]
     except (OSError, ValueError, TypeError, KeyError):
         return None  # none, or unreadable: as if nothing was recorded
+
+
+# Prior versions, kept for a revert (best effort)
+
+CANNOT_DOWNLOAD = "apt cannot download it (no configured source has that version)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prior:
+    """A version that apply replaces or removes, and its .deb if apt can get it now."""
+
+    package: str
+    version: str
+    architecture: str
+    deb: Deb | None = None
+    problem: str = ""  # why apt cannot get it, when it cannot
+
+    @property
+    def target(self) -> str:
+        return f"{self.package}={self.version}"
+
+
+async def keep(ctx: Context, prior: Prior, *, what: str, limit: float) -> str:
+    """Put ``prior``'s .deb into :func:`archives`, best effort: why it could not, or "" when it
+    is there. Not keeping it is no failure of stage (the install does not need it, and the
+    machine may be offline or the version gone from every mirror), but for a lock of apt's held
+    by another program: a retry of stage will likely get it."""
+    if prior.deb is None:  # apt cannot get it now; an earlier stage may have kept it
+        found = await cached(ctx, prior.package, prior.version, prior.architecture, what=what)
+        return "" if found is not None else prior.problem
+    try:
+        debs = await fetch(ctx, ["--reinstall"], [prior.target], what=what, limit=limit)
+    except errors.ProviderError as exc:
+        if apt.locked(exc):
+            raise
+        return str(exc).removeprefix(f"{what}: ")
+    return "" if any(deb.package == prior.package for deb in debs) else CANNOT_DOWNLOAD
+
+
+async def cached(
+    ctx: Context, name: str, version: str, architecture: str, *, what: str
+) -> Path | None:
+    """The .deb of a prior version: in accord's archive directory, else in apt's."""
+    filename = apt.deb_filename(name, version, architecture)
+    places = [archives(ctx), await apt.archives_of_apt(what=what)]
+    return next((d / filename for d in places if d is not None and (d / filename).is_file()), None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unkept:
+    """A version that apply replaces or removes whose .deb stage could not keep, and why."""
+
+    package: str
+    version: str
+    reason: str
+
+
+def unkept_path(ctx: Context, target: str) -> Path:
+    return ctx.cache.directory / "apt" / "unkept" / f"{target}.json"
+
+
+def write_unkept(ctx: Context, target: str, unkept: Sequence[Unkept]) -> None:
+    """Record what stage could not keep for ``target`` (nothing: no record)."""
+    path = unkept_path(ctx, target)
+    if not unkept:
+        path.unlink(missing_ok=True)
+        return
+    data = {"target": target, "unkept": [dataclasses.asdict(u) for u in unkept]}
+    fsutil.atomic_write(path, json.dumps(data, indent=1).encode(), mode=0o600)
+
+
+def read_unkept(ctx: Context, target: str) -> list[Unkept]:
+    try:
+        data = json.loads(unkept_path(ctx, target).read_text())
+        return [Unkept(**entry) for entry in data["unkept"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []  # none, or unreadable: as if stage had kept everything it tried
 
 
 # Files
