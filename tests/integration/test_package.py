@@ -284,6 +284,77 @@ async def test_a_version_newer_than_the_lists_refreshes_them(repo: Repo, ctx: Co
         await P.stage(ctx, missing)
 
 
+async def test_offline_stage_keeps_what_it_can_and_revert_says_what_it_cannot(
+    repo: Repo, ctx: Context
+) -> None:
+    """Keeping the installed version's .deb for a revert is best effort: offline, stage still
+    succeeds, says what it could not keep, and counts as done; apply and delete then say
+    honestly that the version cannot be put back."""
+    debrepo.install(repo, TOOL)
+    notes: list[str] = []
+    ctx = ctx.bind(ctx.resource_id, output=notes.append)
+    spec = PackageSpec(name=TOOL.name, state="absent")
+    current = await P.observe(ctx, spec)
+    memo = await P.snapshot(ctx, spec, current)
+    repo.reachable = False
+    assert not await P.staged(ctx, spec)
+    lists_lock = repo.apt_config.parent / "lists" / "lock"
+    with open(lists_lock, "w") as lock:  # noqa: ASYNC230 - only a lock
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # apt-get update elsewhere: try again
+        with pytest.raises(errors.TransientError, match="held by another program"):
+            await P.stage(ctx, spec)
+    assert not await P.staged(ctx, spec)
+    await P.stage(ctx, spec)
+    assert f"could not keep the .deb of {TOOL.name} 1:2.0-1" in "\n".join(notes), notes
+    assert await P.staged(ctx, spec), "staged() waits for a .deb stage could not get"
+
+    notes.clear()
+    await P.apply(ctx, spec, current)
+    assert states() == {}
+    assert f"a revert cannot put back {TOOL.name} 1:2.0-1" in "\n".join(notes), notes
+    with pytest.raises(errors.PermanentError) as caught:
+        await P.delete(ctx, spec, memo)
+    message = str(caught.value)
+    assert f"cannot put back {TOOL.name} installed 1:2.0-1 (it is absent)" in message, message
+    assert "staging could not keep it" in message and "refreshing apt's lists" in message
+    assert states() == {}
+
+
+@pytest.mark.parametrize("start", ["installed", "config-files"])
+async def test_a_prior_version_gone_from_the_mirror_does_not_fail_stage(
+    repo: Repo, ctx: Context, start: str
+) -> None:
+    """apt's lists still name the version there is, the mirror no longer has it: the download
+    fails, and the refreshed lists do not name it either. Stage keeps the rest."""
+    old, new = Pkg(f"solo-{start}", "1.0", conffile=True), Pkg(f"solo-{start}", "2.0")
+    repo.add(old, new)
+    repo.update()
+    debrepo.install(repo, old)
+    if start == "config-files":
+        debrepo.dpkg("--remove", old.name)
+    repo.withdraw(old)
+    repo.deb(old).unlink()  # apt's lists are not refreshed: they still name 1.0
+    notes: list[str] = []
+    ctx = ctx.bind(ctx.resource_id, output=notes.append)
+    spec = PackageSpec(name=new.name, version="2.0")
+    current = await P.observe(ctx, spec)
+    memo = await P.snapshot(ctx, spec, current)
+    await P.stage(ctx, spec)
+    assert (debstage.archives(ctx) / new.filename).is_file()
+    assert f"could not keep the .deb of {old.name} 1.0" in "\n".join(notes), notes
+    assert await P.staged(ctx, spec)
+
+    repo.reachable = False
+    await P.apply(ctx, spec, current)
+    assert states() == {new.name: "ii 2.0"}
+    with pytest.raises(errors.PermanentError) as caught:
+        await P.delete(ctx, spec, memo)
+    message = str(caught.value)
+    assert f"cannot put back {old.name} {start} 1.0 (it is installed 2.0)" in message, message
+    assert "staging could not keep it" in message, message
+    assert states() == {new.name: "ii 2.0"}
+
+
 async def test_a_corrupt_staged_deb_is_refused_not_unpacked(ctx: Context) -> None:
     spec = PackageSpec(name=TOOL.name)
     await P.stage(ctx, spec)

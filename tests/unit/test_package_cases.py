@@ -7,11 +7,14 @@ fields, a substring of the reason).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from pydantic import ValidationError
 from accord import errors
 from accord.model.plan import Action, FieldChange
 from accord.model.specs import PackageSpec
-from accord.providers import apt, debstage, debversion
+from accord.providers import apt, cache, debstage, debversion
 from accord.providers.apt import Deb, Finished, PackageState
 from accord.providers.package import NOT_INSTALLED, PackageProvider
 from helpers import build_manifest
@@ -168,15 +171,56 @@ def test_bad_package_names_are_refused(name: str) -> None:
         PackageSpec(name=name)
 
 
-@pytest.mark.parametrize("version", ["any", "1.0", "1:2.3~rc1-4+deb12u1", "0.9+git20240101-1"])
+@pytest.mark.parametrize(
+    "version",
+    ["any", "1.0", "1:2.3~rc1-4+deb12u1", "0.9+git20240101-1", "1:2:3", "2:1.0-a-b-1", "0"],
+)
 def test_versions(version: str) -> None:
     assert spec(version=version).version == version
 
 
-@pytest.mark.parametrize("version", ["latest", "v1.0", "1.0 ", "", "1.0/2"])
-def test_bad_versions_are_refused(version: str) -> None:
-    with pytest.raises(ValidationError):
+BAD_VERSIONS = {  # what dpkg refuses → what the message says
+    "latest": "does not start with a digit",
+    "v1.0": "does not start with a digit",
+    "1.0 ": "invalid character ' '",
+    "": "empty",
+    "1.0/2": "invalid character '/'",
+    "1.0:2": "epoch '1.0' is not a number",  # a colon only after an epoch
+    "1:": "nothing after the epoch",
+    ":1.0": "epoch is empty",
+    "1.0-": "revision is empty",
+    "1:2.0-": "revision is empty",
+    "1:2.0-1:3": "invalid character ':' in the revision",
+    "1:a": "does not start with a digit",
+    "-1": "upstream version is empty",
+    "99999999999:1": "epoch 99999999999 is too big",
+}
+
+
+@pytest.mark.parametrize(("version", "says"), BAD_VERSIONS.items(), ids=BAD_VERSIONS.keys())
+def test_bad_versions_are_refused_saying_why(version: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(says)):
         spec(version=version)
+
+
+def test_a_bad_version_is_refused_when_the_manifest_loads_naming_the_field() -> None:
+    resource = {"id": "pkg", "kind": "Package", "spec": {"name": NAME, "version": "1.0:2"}}
+    with pytest.raises(errors.ManifestError) as caught:
+        build_manifest([resource])
+    (problem,) = caught.value.problems
+    assert "resource 'pkg'" in problem and "version" in problem, problem
+    assert "epoch '1.0' is not a number" in problem, problem
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="no dpkg here to check against")
+def test_the_versions_refused_are_those_dpkg_finds_bad() -> None:
+    for version in BAD_VERSIONS:
+        if version != version.strip():
+            continue  # dpkg strips blanks around a version; apt is given it as it is
+        result = subprocess.run(
+            ["dpkg", "--validate-version", "--", version], capture_output=True, check=False
+        )
+        assert result.returncode != 0, f"dpkg takes {version!r}"
 
 
 def test_spec_defaults_and_contradictions() -> None:
@@ -216,6 +260,16 @@ ORDERED = [  # each older than the next (dpkg's own examples and edge cases)
     "2:0",
 ]
 EQUAL = [("1.0", "0:1.0"), ("1.0", "1.0-0"), ("1.01", "1.1"), ("1.0-1", "1.0-01")]
+
+
+@pytest.mark.parametrize("version", ["1.0:2", "1:", ":1", "", "1.0-", "1 .0"])
+def test_comparing_a_version_dpkg_refuses_is_a_typed_error(version: str) -> None:
+    """The spec refuses these; one that slips through (from elsewhere) fails typed, not as
+    a ValueError from int()."""
+    with pytest.raises(errors.PermanentError, match="not a Debian version"):
+        debversion.compare(version, "1.0")
+    with pytest.raises(errors.PermanentError, match="not a Debian version"):
+        debversion.equal("1.0", version)
 
 
 def test_versions_order_as_dpkg_orders_them() -> None:
@@ -310,20 +364,118 @@ def test_the_environment_is_unattended_and_finds_sbin(monkeypatch: pytest.Monkey
     assert {"/usr/sbin", "/sbin"} <= set(env["PATH"].split(":"))
 
 
-def test_verified_checks_size_then_digest(tmp_path: Path) -> None:
+async def test_apt_caches_are_forgotten_before_dpkg_lock_is_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another of accord's apt runs must not start between a change to dpkg's database and the
+    deletion of apt's caches: it would trust the stale pkgcache.bin."""
+    ran: list[tuple[str, bool]] = []
+
+    async def run(argv: list[str], *, what: str, limit: float | None = None) -> Finished:
+        ran.append((argv[0], apt.exclusive().locked()))
+        await asyncio.sleep(0)  # where another task could take the lock
+        return Finished(0, "")
+
+    monkeypatch.setattr(apt, "run", run)
+    await apt.run_changing(["dpkg", "--remove", "x"], what="test", limit=None)
+    assert ran == [("dpkg", True), ("apt-config", True)]
+
+
+async def test_verified_checks_size_then_digest(tmp_path: Path) -> None:
     data = b"a .deb"
     deb = Deb("file:/x", "x_1_all.deb", len(data), hashlib.sha256(data).hexdigest())
-    assert not debstage.verified(tmp_path, deb)
+    assert not await debstage.verified(tmp_path, deb)
     (tmp_path / deb.filename).write_bytes(b"a .deX")  # same size, other bytes
-    assert not debstage.verified(tmp_path, deb)
+    assert not await debstage.verified(tmp_path, deb)
+    assert await debstage.missing(tmp_path, [deb]) == [deb]
     source = tmp_path / "source.deb"
     source.write_bytes(data)
-    assert debstage.copy_verified(source, tmp_path / "archives", deb)
-    assert debstage.verified(tmp_path / "archives", deb)
+    assert await debstage.copy_verified(source, tmp_path / "archives", deb)
+    assert await debstage.verified(tmp_path / "archives", deb)
+    assert await debstage.missing(tmp_path / "archives", [deb]) == []
     assert sorted(p.name for p in (tmp_path / "archives").iterdir()) == [deb.filename]
     source.write_bytes(b"a .deX")
-    assert not debstage.copy_verified(source, tmp_path / "other", deb)
+    assert not await debstage.copy_verified(source, tmp_path / "other", deb)
     assert list((tmp_path / "other").iterdir()) == []
+
+
+async def _ticks_while(work: Awaitable[object]) -> int:
+    """How often a 5 ms heartbeat ran on the event loop while ``work`` ran."""
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    beating = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0)
+    try:
+        await work
+    finally:
+        beating.cancel()
+    return ticks
+
+
+async def test_hashing_and_copying_debs_leave_the_event_loop_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large .deb takes seconds to hash: meanwhile the agent's heartbeats must go on."""
+    data = b"a large .deb"
+    deb = Deb("file:/x", "x_1_all.deb", len(data), hashlib.sha256(data).hexdigest())
+    (tmp_path / deb.filename).write_bytes(data)
+    source = tmp_path / "source.deb"
+    source.write_bytes(data)
+    hashed = cache.file_sha256
+
+    def slow_sha256(path: Path) -> str:  # accord.providers.cache's helper, as large files take
+        time.sleep(0.2)
+        return hashed(path)
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.2)
+
+    monkeypatch.setattr(cache, "file_sha256", slow_sha256)
+    assert await _ticks_while(debstage.verified(tmp_path, deb)) >= 10
+    assert await _ticks_while(debstage.missing(tmp_path, [deb, deb])) >= 20
+    monkeypatch.setattr(debstage.os, "fsync", slow_fsync)
+    assert await _ticks_while(debstage.copy_verified(source, tmp_path / "archives", deb)) >= 10
+
+
+async def test_a_settled_unchanged_deb_is_hashed_once_for_plans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """staged(), asked on every plan, trusts a digest while the file's size, times and inode
+    stay; stage and apply hash every time."""
+    data = b"a .deb"
+    deb = Deb("file:/x", "x_1_all.deb", len(data), hashlib.sha256(data).hexdigest())
+    path = tmp_path / deb.filename
+    path.write_bytes(data)
+    hashed: list[Path] = []
+    real = cache.file_sha256
+
+    def counting(p: Path) -> str:
+        hashed.append(p)
+        return real(p)
+
+    monkeypatch.setattr(cache, "file_sha256", counting)
+    assert await debstage.missing(tmp_path, [deb], memo=True) == []
+    assert await debstage.missing(tmp_path, [deb], memo=True) == []
+    assert len(hashed) == 2, "a file changed just now may change again unseen: hashed each time"
+
+    monkeypatch.setattr(debstage, "SETTLED", 0.0)  # as if it had been there a while
+    hashed.clear()
+    for _ in range(3):
+        assert await debstage.missing(tmp_path, [deb], memo=True) == []
+    assert len(hashed) == 1
+    assert await debstage.missing(tmp_path, [deb]) == []  # without the memo: hashed
+    assert len(hashed) == 2
+
+    await asyncio.sleep(0.05)  # past the file system's timestamp tick (what SETTLED guards against)
+    path.write_bytes(b"a .deX")  # same size and inode, new times: hashed again, found out
+    assert await debstage.missing(tmp_path, [deb], memo=True) == [deb]
+    assert len(hashed) == 3
 
 
 def test_the_docs_examples_are_valid_manifests() -> None:

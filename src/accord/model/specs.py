@@ -312,7 +312,64 @@ class SystemdUnitSpec(Spec):
 # Package (Debian family: apt and dpkg)
 
 PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9][a-z0-9-]*)?$"
-DEBIAN_VERSION = r"^(any|([0-9]+:)?[0-9][A-Za-z0-9.+~:-]*)$"
+# Debian policy 5.6.12, [epoch:]upstream[-revision]: the epoch is digits; upstream starts with a
+# digit and may hold a ':' only after an epoch (dpkg takes the first ':' as the epoch's end) and
+# a '-' only before a revision; the revision, after the last '-', is not empty and has neither.
+DEBIAN_VERSION = (
+    r"^(any"
+    r"|[0-9]([A-Za-z0-9.+~-]*[A-Za-z0-9.+~])?"
+    r"|[0-9]+:[0-9]([A-Za-z0-9.+~:]*|[A-Za-z0-9.+~:-]*-[A-Za-z0-9.+~]+))$"
+)
+MAX_EPOCH = 2**31 - 1  # dpkg's: "epoch in version is too big"
+_DIGITS = frozenset("0123456789")
+_REVISION_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.+~")
+
+
+def _debian_version(value: Any) -> Any:
+    """Refuse a version that dpkg would refuse, saying why (in dpkg's terms)."""
+    if not isinstance(value, str):
+        return value  # pydantic's own type error follows
+    problem = None if re.fullmatch(DEBIAN_VERSION, value) else _version_problem(value)
+    epoch, colon, _ = value.partition(":")
+    if problem is None and colon and int(epoch) > MAX_EPOCH:
+        problem = f"epoch {epoch} is too big (at most {MAX_EPOCH})"
+    if problem is not None:
+        raise ValueError(
+            f"{value!r} is not a Debian version ([epoch:]upstream[-revision]) or 'any': {problem}"
+        )
+    return value
+
+
+def _version_problem(version: str) -> str:
+    """Why ``version`` does not match :data:`DEBIAN_VERSION`."""
+    epoch, colon, rest = version.partition(":")
+    if colon:
+        if not epoch:
+            return "the epoch is empty (nothing before the ':')"
+        if not set(epoch) <= _DIGITS:
+            return (
+                f"epoch {epoch!r} is not a number (a ':' may follow only an epoch of digits, "
+                "as in 1:2.0)"
+            )
+        if not rest:
+            return "nothing after the epoch's ':'"
+    else:
+        rest = version
+    upstream, dash, revision = rest.rpartition("-")
+    if not dash:
+        upstream, revision = rest, ""
+    if dash and not revision:
+        return "the revision is empty (nothing after the last '-')"
+    if not upstream:
+        return "the upstream version is empty"
+    if upstream[0] not in _DIGITS:
+        return f"the upstream version {upstream!r} does not start with a digit"
+    allowed = _REVISION_CHARS | set("-:" if colon else "-")
+    if bad := next((c for c in upstream if c not in allowed), None):
+        return f"invalid character {bad!r} in the upstream version {upstream!r}"
+    if bad := next((c for c in revision if c not in _REVISION_CHARS), None):
+        return f"invalid character {bad!r} in the revision {revision!r} (after the last '-')"
+    return "not of that form"
 
 
 class PackageSpec(Spec):
@@ -321,7 +378,7 @@ class PackageSpec(Spec):
     identity_field: ClassVar[str] = "name"
 
     name: str = Field(pattern=PACKAGE_NAME, description="a package name, optionally :architecture")
-    version: str = Field(
+    version: Annotated[str, BeforeValidator(_debian_version)] = Field(
         default="any",
         pattern=DEBIAN_VERSION,
         description="a Debian version to pin ([epoch:]upstream[-revision]), or 'any'",

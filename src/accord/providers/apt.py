@@ -262,11 +262,13 @@ async def run_locked(argv: Sequence[str], *, what: str, limit: float | None) -> 
 
 async def run_changing(argv: Sequence[str], *, what: str, limit: float | None) -> Finished:
     """:func:`run_locked` for what changes dpkg's database (an install, a removal), then
-    :func:`forget_caches`, whether it succeeded or not."""
-    try:
-        return await run_locked(argv, what=what, limit=limit)
-    finally:
-        await forget_caches(what=what)
+    :func:`forget_caches`, whether it succeeded or not — still holding the lock, so that none
+    of accord's own apt runs can start in between and trust the stale cache."""
+    async with exclusive():
+        try:
+            return await run(argv, what=what, limit=limit)
+        finally:
+            await forget_caches(what=what)
 
 
 async def update(*, what: str, limit: float | None) -> None:
@@ -279,6 +281,11 @@ async def update(*, what: str, limit: float | None) -> None:
         raise errors.TransientError(
             f"{error} (refreshing apt's lists)", retry_after=retry_after(error)
         )
+
+
+def locked(error: errors.ProviderError) -> bool:
+    """Whether apt or dpkg failed only because another program holds a lock of theirs."""
+    return isinstance(error, errors.TransientError) and LOCKED.search(str(error)) is not None
 
 
 def retry_after(error: errors.ProviderError) -> float | None:

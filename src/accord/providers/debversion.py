@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from accord import errors
+
 DIGITS = frozenset("0123456789")
 LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -24,13 +26,25 @@ def equal(a: str, b: str) -> bool:
 
 
 def _split(version: str) -> tuple[int, str, str]:
+    """(epoch, upstream, revision); a :class:`~accord.errors.PermanentError` for what dpkg
+    calls bad syntax (an error, not a warning). The spec refuses those already; a version that
+    comes from elsewhere (dpkg's database, apt's lists) and slips through fails typed."""
     epoch, colon, rest = version.partition(":")
     if not colon:
         epoch, rest = "0", version
     upstream, dash, revision = rest.rpartition("-")
     if not dash:
         upstream, revision = rest, ""
-    return int(epoch or 0), upstream, revision
+    problem = (
+        "it has blanks" if any(c.isspace() for c in version)
+        else "the epoch is not a number" if not epoch or not set(epoch) <= DIGITS
+        else "the upstream version is empty" if not upstream
+        else "the revision is empty" if dash and not revision
+        else None
+    )  # fmt: skip
+    if problem is not None:
+        raise errors.PermanentError(f"{version!r} is not a Debian version: {problem}")
+    return int(epoch), upstream, revision
 
 
 def _order(char: str) -> int:

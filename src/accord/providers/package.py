@@ -16,8 +16,10 @@ and SHA256 of the repository's index) and puts every file into accord's own apt 
 directory, verified, recording what it staged (:mod:`.debstage`). If apt does not know the
 package or version, or a download fails, it refreshes apt's lists once (``apt-get update``
 changes no installed package) and tries again. It also keeps the .deb of each version that
-apply replaces or removes, when apt can still get it, so that reverting in the maintenance
-window needs no network either; ``staged()`` covers those too.
+apply replaces or removes, so that reverting in the maintenance window needs no network
+either — best effort: one that apt cannot get (offline; a version no mirror has any more) does
+not fail stage, which notes it (``ctx.output``, and a record that apply repeats in its output
+and delete quotes). ``staged()`` covers those kept, not those stage tried and could not get.
 
 **apply** refuses unless what it is to install is all staged and intact: what apt resolves now
 if it is, else what stage recorded (apt's lists may have moved on since staging, or a ``file:``
@@ -38,8 +40,9 @@ or change (a version, only config files, or absent). **delete** with that snapsh
 all back: older versions from the staged .debs (or apt's cache) with ``dpkg -i``, packages that
 were absent purged (a dependency something else needs by then is kept, and the note says so).
 When a prior version's .deb is in neither cache, delete restores what it can and raises a
-:class:`~accord.errors.PermanentError` naming what it could not. Without a snapshot, delete
-purges the package (an ``absent`` resource owns nothing to delete).
+:class:`~accord.errors.PermanentError` naming what it could not, and why stage could not keep
+it. Without a snapshot, delete purges the package (an ``absent`` resource owns nothing to
+delete).
 
 Failures are typed: dpkg's lock held by another program is a ``TransientError``; unknown
 packages or versions, unmet dependencies, conflicts, holds, failing maintainer scripts and
@@ -49,7 +52,7 @@ timeouts are ``PermanentError`` with apt's or dpkg's own lines quoted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -134,12 +137,17 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
     async def staged(self, ctx: Context, spec: PackageSpec) -> bool:
         try:
             current = await self.observe(ctx, spec)
-            install = await self._install_set(ctx, spec, current)
+            install = await self._install_set(ctx, spec, current, memo=True)
             priors = await self._priors(ctx, spec, current, install.debs)
         except errors.ProviderError:
             return False  # stage will find the same problem and report it
-        directory = debstage.archives(ctx)
-        return install.staged and all(debstage.verified(directory, deb) for deb in priors)
+        if not install.staged:
+            return False
+        # Priors are kept best effort: one apt cannot get, or stage tried and could not, is
+        # not waited for (delete says so when it would be needed).
+        unkept = {(u.package, u.version) for u in debstage.read_unkept(ctx, _target(spec))}
+        wanted = [p.deb for p in priors if p.deb and (p.package, p.version) not in unkept]
+        return not await debstage.missing(debstage.archives(ctx), wanted, memo=True)
 
     async def stage(self, ctx: Context, spec: PackageSpec) -> None:
         what, target = _what(ctx, spec), _target(spec)
@@ -155,16 +163,24 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
             install = Install(debs, staged=True)
         if install.debs and not install.recorded:
             debstage.write_record(ctx, target, install.debs)
-        for deb in await self._priors(ctx, spec, current, install.debs):
-            prior = f"{deb.package}={deb.version}"
-            await debstage.fetch(ctx, ["--reinstall"], [prior], what=what, limit=spec.timeout)
+        unkept = [
+            debstage.Unkept(prior.package, prior.version, reason)
+            for prior in await self._priors(ctx, spec, current, install.debs)
+            if (reason := await debstage.keep(ctx, prior, what=what, limit=spec.timeout))
+        ]
+        debstage.write_unkept(ctx, target, unkept)
+        if ctx.output is not None:
+            for u in unkept:
+                ctx.output(f"could not keep the .deb of {u.package} {u.version} for a revert: "
+                           f"{u.reason}")  # fmt: skip
 
     async def _install_set(
-        self, ctx: Context, spec: PackageSpec, current: PackageState | None
+        self, ctx: Context, spec: PackageSpec, current: PackageState | None, *, memo: bool = False
     ) -> Install:
         """Every .deb that apply would install: what apt resolves now if all of it is staged,
         else what stage recorded if all of that is (apt's lists moved on since staging, or a
-        ``file:`` repository is gone), else what apt resolves now, not (all) staged."""
+        ``file:`` repository is gone), else what apt resolves now, not (all) staged. ``memo``:
+        trust digests of unchanged files (:func:`.debstage.missing`), for plans."""
         if spec.state == "absent" or self.diff(spec, current).is_noop:
             return Install([], staged=True)
         directory = debstage.archives(ctx)
@@ -177,10 +193,10 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
             live = []
         else:
             unknown = None
-            if all(debstage.verified(directory, deb) for deb in live):
+            if not await debstage.missing(directory, live, memo=memo):
                 return Install(live, staged=True)
         recorded = debstage.read_record(ctx, _target(spec))
-        if recorded and all(debstage.verified(directory, deb) for deb in recorded):
+        if recorded and not await debstage.missing(directory, recorded, memo=memo):
             return Install(recorded, staged=True, recorded=True)
         if unknown is not None:
             raise unknown
@@ -188,31 +204,34 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
 
     async def _priors(
         self, ctx: Context, spec: PackageSpec, current: PackageState | None, install: list[Deb]
-    ) -> list[Deb]:
-        """The .debs of the versions that apply replaces or removes (installed, or whose config
-        files remain), where apt can still get them: delete needs them to put things back. A
-        version gone from every source cannot be staged; delete says so then."""
+    ) -> list[debstage.Prior]:
+        """The versions that apply replaces or removes (installed, or whose config files
+        remain), each with its .deb where apt can still get it: delete needs them to put things
+        back. A version gone from every source cannot be staged; delete says so then."""
         what = _what(ctx, spec)
-        replaced: dict[str, str] = {}
+        replaced: dict[str, PackageState] = {}
         if self.diff(spec, current).is_noop:
             pass
         elif spec.state == "absent":
-            if (prior := _known(current)) is not None:
-                replaced[_bare(spec.name)] = prior.version
+            if (known := _known(current)) is not None:
+                replaced[_bare(spec.name)] = known
         else:
             states = await apt.query({deb.package for deb in install}, what=what)
             for deb in install:
                 state = states.get(deb.package)  # installed, or only its config files left
                 if state is not None and not debversion.equal(state.version, deb.version):
-                    replaced[deb.package] = state.version
-        debs: list[Deb] = []
-        for name, version in replaced.items():
+                    replaced[deb.package] = state
+        priors: list[debstage.Prior] = []
+        for name, state in replaced.items():
+            prior = debstage.Prior(name, state.version, state.architecture)
             try:
-                found = await apt.print_uris(["--reinstall"], [f"{name}={version}"], what=what)
-            except errors.ProviderError:
+                found = await apt.print_uris(["--reinstall"], [prior.target], what=what)
+            except errors.ProviderError as exc:
+                priors.append(replace(prior, problem=str(exc).removeprefix(f"{what}: ")))
                 continue
-            debs.extend(deb for deb in found if deb.package == name)
-        return debs
+            own = next((d for d in found if d.package == name), None)
+            priors.append(replace(prior, deb=own, problem="" if own else debstage.CANNOT_DOWNLOAD))
+        return priors
 
     # apply
 
@@ -225,13 +244,14 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
                 f"{what}: {spec.name} is held (apt-mark hold); accord does not override a hold: "
                 f"`apt-mark unhold {_bare(spec.name)}` to let it change"
             )
+        await self._note_unkept(ctx, spec)
         if spec.state == "absent":
             await self._dpkg_remove(ctx, spec, "--purge" if spec.purge else "--remove", [spec.name])
             return
         directory = debstage.archives(ctx)
         install = await self._install_set(ctx, spec, current)
         if not install.staged:
-            missing = [d.filename for d in install.debs if not debstage.verified(directory, d)]
+            missing = [d.filename for d in await debstage.missing(directory, install.debs)]
             raise errors.PermanentError(
                 f"{what}: not staged in {directory}: {', '.join(missing)} (stage first; if it "
                 "was staged, apt's lists changed since and it resolves differently now)"
@@ -257,6 +277,19 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
             pulled = {deb.package for deb in install.debs} - {_bare(spec.name)} - before.keys()
             await self._mark_auto(ctx, spec, sorted(pulled))
         debstage.record_path(ctx, _target(spec)).unlink(missing_ok=True)  # stage afresh next time
+
+    async def _note_unkept(self, ctx: Context, spec: PackageSpec) -> None:
+        """Say in apply's output which versions it is about to replace that a revert could not
+        put back: stage could not keep their .debs."""
+        unkept = debstage.read_unkept(ctx, _target(spec))
+        if ctx.output is None or not unkept:
+            return
+        now = await apt.query({u.package for u in unkept}, what=_what(ctx, spec))
+        for u in unkept:
+            state = now.get(u.package)
+            if state is not None and debversion.equal(state.version, u.version):
+                ctx.output(f"note: a revert cannot put back {u.package} {u.version}: staging "
+                           f"could not keep its .deb: {u.reason}")  # fmt: skip
 
     async def _mark_auto(self, ctx: Context, spec: PackageSpec, names: list[str]) -> None:
         """Mark dependencies as automatically installed, as apt would have (for autoremove)."""
@@ -304,7 +337,7 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
         """The prior state of the package and of each package its install would add or change."""
         states: dict[str, PackageState | None] = {_bare(spec.name): _known(current)}
         try:
-            install = (await self._install_set(ctx, spec, current)).debs
+            install = (await self._install_set(ctx, spec, current, memo=True)).debs
         except errors.ProviderError:
             install = []  # apt cannot resolve it now; apply will fail and say why
         others = {deb.package for deb in install} - states.keys()
@@ -346,14 +379,25 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
         done: list[str] = []
         lost: list[str] = []
         found: list[Path] = []
+        target = _target(spec)  # what stage could not keep for it, and why
+        unkept = {(u.package, u.version): u.reason for u in debstage.read_unkept(ctx, target)}
         for entry in todo:
             if entry["status"] is None or entry["name"] in remove:
                 continue
-            deb = await _cached_deb(ctx, entry, what=what)
+            name, version = entry["name"], entry["version"]
+            deb = await debstage.cached(ctx, name, version, entry["architecture"] or "", what=what)
             if deb is None:
-                state = now.get(entry["name"])
+                state = now.get(name)
                 at = "absent" if state is None else f"{state.status} {state.version}"
-                lost.append(f"{entry['name']} {entry['status']} {entry['version']} (it is {at})")
+                why = unkept.get((name, version))
+                lost.append(
+                    f"{name} {entry['status']} {version} (it is {at}): "
+                    + (
+                        f"staging could not keep it: {why}"
+                        if why
+                        else "no stage kept it, or its .deb was deleted since"
+                    )
+                )
                 continue
             found.append(deb)
             if entry["status"] == "config-files":
@@ -377,9 +421,9 @@ class PackageProvider(Provider[PackageSpec, PackageState]):
                 done.append(f"kept {', '.join(still)}: other packages need it now")
         if lost:
             raise errors.PermanentError(
-                f"{what}: cannot put back {'; '.join(lost)}: no .deb of that version in accord's "
-                f"cache ({debstage.archives(ctx)}) or apt's, and apt could not get it when staging"
-                + (f"; did: {'; '.join(done)}" if done else "")
+                f"{what}: no .deb of the version in accord's cache ({debstage.archives(ctx)}) or "
+                f"apt's: cannot put back {'; '.join(lost)}"
+                + (f"\ndid: {'; '.join(done)}" if done else "")
             )
         return "; ".join(done) or "already as before"
 
@@ -424,13 +468,6 @@ def _removal_restores(entry: dict[str, Any], state: PackageState | None) -> bool
         and state.installed
         and debversion.equal(state.version, entry["version"])
     )
-
-
-async def _cached_deb(ctx: Context, entry: dict[str, Any], *, what: str) -> Path | None:
-    """The .deb of a prior version: in accord's archive directory, else in apt's."""
-    filename = apt.deb_filename(entry["name"], entry["version"], entry["architecture"] or "")
-    places = [debstage.archives(ctx), await apt.archives_of_apt(what=what)]
-    return next((d / filename for d in places if d is not None and (d / filename).is_file()), None)
 
 
 def _diff_absent(spec: PackageSpec, current: PackageState | None) -> Change:
