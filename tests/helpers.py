@@ -1,8 +1,10 @@
-"""Helpers for tests: manifests from plain dicts."""
+"""Helpers for tests: manifests from plain dicts; whether a process is gone."""
 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 from accord.model.loading import parse_manifest
@@ -33,3 +35,17 @@ def fake_resource(
     """A resource of the fake kind (``accord.testing.fakes``); its id is its key."""
     return {"id": key, "kind": "Fake", "spec": {"key": key, "value": value},
             "depends_on": list(depends_on)}  # fmt: skip
+
+
+def gone(pid: int, wait: float = 2.0) -> bool:
+    """Whether ``pid`` has died within ``wait`` seconds (a zombie awaiting its reaper counts)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False

@@ -18,8 +18,10 @@ from accord.model.plan import Action
 from accord.model.specs import CommandSpec
 from accord.providers.base import Context
 from accord.providers.cache import Cache
-from accord.providers.command import OUTPUT_CAP, CommandProvider, CommandState
+from accord.providers.command import CommandProvider, CommandState
 from accord.providers.paths import Roots
+from accord.providers.process import OUTPUT_CAP
+from helpers import gone
 
 PY = sys.executable
 provider = CommandProvider()
@@ -191,7 +193,7 @@ async def test_timeout_kills_the_whole_process_group(
     assert time.monotonic() - started < 5
     assert outputs == ["started\n"]  # what it printed before the timeout is kept
     child = int((root / "child.pid").read_text())
-    assert _gone(child)
+    assert gone(child)
 
 
 async def test_timeout_with_an_escaped_holder_of_stdout(
@@ -227,17 +229,3 @@ async def test_snapshot_and_delete_do_nothing(ctx: Context, root: Path) -> None:
     assert await provider.delete(ctx, made, None) == "commands are not undone"
     assert (root / "made").exists()
     assert CommandProvider.reversible is False
-
-
-def _gone(pid: int, wait: float = 2.0) -> bool:
-    """Whether ``pid`` has died (a zombie awaiting its reaper counts as dead)."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.02)
-    return False

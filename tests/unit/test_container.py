@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from accord.model.specs import ContainerSpec
 from accord.providers.base import Context
 from accord.providers.cache import Cache
 from accord.providers.container import HASH_LABEL, SPEC_LABEL, ContainerProvider, spec_hash
+from accord.providers.container_engine import Engine
 from accord.providers.paths import Roots
+from helpers import gone
 from standins.container import StandIn
 
 IMAGE = "registry.example/web@sha256:" + "5e" * 32
@@ -387,6 +390,20 @@ async def test_a_real_docker_cli_without_a_daemon_is_not_an_engine(
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # never a real daemon
     with pytest.raises(errors.TransientError, match="docker engine is not running"):
         await provider.observe(ctx, web())
+
+
+async def test_a_timeout_kills_the_cli_and_what_it_started(tmp_path: Path) -> None:
+    # A CLI that starts a helper which would outlive a kill of the CLI alone.
+    cli = tmp_path / "docker"
+    cli.write_text(f"#!/bin/sh\nsleep 60 & echo $! > {tmp_path / 'child.pid'}\nwait\n")
+    cli.chmod(0o755)
+    started = time.monotonic()
+
+    with pytest.raises(errors.TransientError, match=r"did not finish within 0\.5 s; it was killed"):
+        await Engine(runtime="docker", path=str(cli)).run("version", seconds=0.5)
+
+    assert time.monotonic() - started < 5
+    assert gone(int((tmp_path / "child.pid").read_text()))
 
 
 # The spec

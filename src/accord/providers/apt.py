@@ -9,19 +9,18 @@ own configuration — sources, pinning, proxies, ``/etc/apt/apt.conf.d`` — or 
 
 Runs that take dpkg's lock (downloads, installs, removals) are serialized within the process,
 so accord's own Package resources never fail on each other's lock; another program holding it
-is a :class:`~accord.errors.TransientError`. Output (stdout and stderr together, the last
-64 KiB) comes back for the journal and for error messages. A run that outlives its timeout,
-or whose step is cancelled, is killed with its whole process group.
+is a :class:`~accord.errors.TransientError`. Output (stdout and stderr together, at most 64 KiB:
+head and tail) comes back for the journal and for error messages. A run that outlives its
+timeout, or whose step is cancelled, is killed with its whole process group
+(:mod:`~accord.providers.process`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shlex
-import signal
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from accord import errors
+from accord.providers import process
 
-OUTPUT_CAP = 64 * 1024
 OUTPUT_GRACE = 2.0  # seconds to drain output after exit (a daemon a script started may hold it)
 LOCK_RETRY_AFTER = 10.0
 SBIN = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -165,63 +164,21 @@ def exclusive() -> asyncio.Lock:
 async def run(argv: Sequence[str], *, what: str, limit: float | None = None) -> Finished:
     """Run ``argv`` (no shell, stdin closed) for at most ``limit`` seconds; its exit code and
     output. Only failing to start and timing out raise; a non-zero exit is the caller's to judge."""
-    read_end, write_end = os.pipe()
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=write_end,
-            stderr=asyncio.subprocess.STDOUT,
-            env=environment(),
-            start_new_session=True,  # its own process group: a timeout kills maintainer scripts too
+        done = await process.run(
+            argv, seconds=limit, env=environment(), merge=True, linger=OUTPUT_GRACE
         )
     except OSError as exc:
-        os.close(read_end)
         raise errors.PermanentError(
             f"{what}: cannot run {argv[0]}: {exc.strerror or exc} (the Package kind needs apt "
             "and dpkg: a Debian-family system)"
         ) from exc
-    finally:
-        os.close(write_end)
-    reader = asyncio.StreamReader()
-    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb", 0)
-    )
-    output = bytearray()
-    dropped = 0
-
-    async def drain() -> None:
-        nonlocal dropped
-        while chunk := await reader.read(64 * 1024):
-            output.extend(chunk)
-            if len(output) > OUTPUT_CAP:  # the tail is kept: that is where errors are
-                dropped += len(output) - OUTPUT_CAP
-                del output[: len(output) - OUTPUT_CAP]
-
-    draining = asyncio.ensure_future(drain())
-    code: int | None = None
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit):
-                code = await process.wait()
-        if code is not None:
-            await asyncio.wait({draining}, timeout=OUTPUT_GRACE)
-    finally:
-        draining.cancel()
-        transport.close()
-        if code is None:  # timed out or cancelled: kill the group, then reap
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    if code is None:
+    if done.code is None:
         raise errors.PermanentError(
             f"{what}: `{shlex.join(argv)}` timed out after {limit:g} s and was killed; "
             "dpkg may be left half-done: the next apply finishes it (dpkg --configure -a)"
         )
-    text = output.decode(errors="replace")
-    if dropped:
-        text = f"[… {dropped} bytes of output dropped …]\n{text}"
-    return Finished(code=code, output=text)
+    return Finished(code=done.code, output=done.stdout)
 
 
 def failure(what: str, argv: Sequence[str], finished: Finished) -> errors.ProviderError:

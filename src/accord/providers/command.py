@@ -6,31 +6,27 @@ it is needed: ``creates`` (skip when that path exists) and ``unless`` (skip when
 0). Without a guard it runs on every apply, and the plan says so. ``observe`` runs the
 ``unless`` argv, which the manifest's author promises is read-only.
 
-Each run gets ``os.environ`` plus ``spec.env``, the resolved ``cwd`` (default: the first root), a
-timeout that kills the command's whole process group, and its stdout and stderr captured together
-(at most 64 KiB: the head, the tail, and a note of what was dropped between). A run ends when
-its output closes, so a background process that keeps stdout open holds it until the timeout.
+Each run (:mod:`~accord.providers.process`) gets ``os.environ`` plus ``spec.env``, the resolved
+``cwd`` (default: the first root), a timeout that kills its whole process group, and its stdout
+and stderr captured together (at most 64 KiB: head and tail). It ends when its output closes, so
+a background process that keeps stdout open holds it until the timeout.
 A non-zero exit and a timeout are permanent failures. Commands are not undone: ``delete`` does
 nothing and says so.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shlex
-import signal
 from dataclasses import dataclass
 from typing import ClassVar
 
 from accord import errors
 from accord.model.plan import Action, Change
 from accord.model.specs import CommandSpec, Spec
+from accord.providers import process
 from accord.providers.base import Context, Memo, Provider
 
-OUTPUT_CAP = 64 * 1024
-TAIL = 4 * 1024  # kept from the end of long output: that is where errors are printed
 ERROR_TAIL = 2000  # characters of output quoted in an error message
 
 
@@ -41,14 +37,6 @@ class CommandState:
     creates: str | None = None  # the resolved ``creates`` path
     creates_exists: bool = False
     unless_exit: int | None = None  # exit code of the ``unless`` argv; None if it did not run
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """How a run of an argv ended."""
-
-    code: int | None  # None: killed at the timeout
-    output: str  # stdout and stderr interleaved, capped
 
 
 class CommandProvider(Provider[CommandSpec, CommandState]):
@@ -92,14 +80,14 @@ class CommandProvider(Provider[CommandSpec, CommandState]):
         _require_allowed(ctx)
         result = await _run(ctx, spec, spec.argv)
         if ctx.output is not None:
-            ctx.output(result.output)
+            ctx.output(result.stdout)
         if result.code is None:
             raise _timed_out(ctx, spec, spec.argv)
         if result.code != 0:
             ended = (
                 f"exited {result.code}" if result.code > 0 else f"killed by signal {-result.code}"
             )
-            tail = result.output[-ERROR_TAIL:].strip()
+            tail = result.stdout[-ERROR_TAIL:].strip()
             raise errors.PermanentError(
                 f"resource {ctx.resource_id!r}: `{shlex.join(spec.argv)}` {ended}"
                 + (f":\n{tail}" if tail else "")
@@ -138,7 +126,7 @@ def _timed_out(ctx: Context, spec: CommandSpec, argv: list[str]) -> errors.Perma
     )
 
 
-async def _run(ctx: Context, spec: CommandSpec, argv: list[str]) -> Finished:
+async def _run(ctx: Context, spec: CommandSpec, argv: list[str]) -> process.Finished:
     """Run ``argv`` (no shell) with the spec's env, cwd and timeout; capture its output."""
     where = f"resource {ctx.resource_id!r}: `{shlex.join(argv)}`"
     if spec.cwd is None:
@@ -147,65 +135,8 @@ async def _run(ctx: Context, spec: CommandSpec, argv: list[str]) -> Finished:
         cwd = ctx.roots.resolve(spec.cwd, resource=ctx.resource_id)
     if not cwd.is_dir():  # else it reads as "no such file", as if argv[0] were missing
         raise errors.PermanentError(f"{where}: cwd {cwd} is not a directory")
-    # Our own pipe rather than PIPE: we can close our end whatever happens, even when a process
-    # that escaped the group (setsid) still holds the other end after a timeout.
-    read_end, write_end = os.pipe()
+    env = {**os.environ, **spec.env}
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=write_end,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **spec.env},
-            cwd=cwd,
-            start_new_session=True,  # its own process group, so a timeout kills its children too
-        )
+        return await process.run(argv, seconds=spec.timeout, env=env, cwd=cwd, merge=True)
     except OSError as exc:  # not found, not executable: a retry will not help
-        os.close(read_end)
         raise errors.PermanentError(f"{where}: cannot start: {exc.strerror or exc}") from exc
-    finally:
-        os.close(write_end)  # the child has its copy; EOF comes when every holder closes it
-    reader = asyncio.StreamReader()
-    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb", 0)
-    )
-    capture = _Capture()
-    code: int | None = None  # stays None at a timeout; the caller reports it, with the output
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(spec.timeout):
-                # Done when the output closes, not when the leader exits: its children may
-                # still be writing. (So a background process holding stdout runs to the timeout.)
-                while chunk := await reader.read(64 * 1024):
-                    capture.feed(chunk)
-                code = await process.wait()
-    finally:
-        transport.close()
-        if code is None:
-            # Timed out or cancelled: kill the whole group, not only the leader, then reap.
-            with contextlib.suppress(ProcessLookupError):  # the group is already gone
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    return Finished(code=code, output=capture.text())
-
-
-class _Capture:
-    """Output kept within ``OUTPUT_CAP``: the head, the tail, and a count of what is between."""
-
-    def __init__(self) -> None:
-        self.head = bytearray()
-        self.tail = b""
-        self.dropped = 0
-
-    def feed(self, chunk: bytes) -> None:
-        room = max(OUTPUT_CAP - TAIL - len(self.head), 0)
-        self.head += chunk[:room]
-        merged = self.tail + chunk[room:]
-        self.dropped += max(len(merged) - TAIL, 0)
-        self.tail = merged[-TAIL:]
-
-    def text(self) -> str:
-        text = self.head.decode(errors="replace")
-        if self.dropped:
-            text += f"\n[… {self.dropped} bytes of output dropped …]\n"
-        return text + self.tail.decode(errors="replace")

@@ -15,18 +15,16 @@ container) — so a cheap ``version`` call, which needs the engine's server side
 before the engine is used. Engines that answered are remembered per ``PATH``; a daemon that dies
 later shows up as a failed call, translated like any other.
 
-Failures. Every call has a timeout (the process is killed past it) and its exit status is
-checked: a docker CLI with no daemon still prints ``[]`` for ``inspect``, so the output alone
-would read as "absent". "Not found" answers (``No such container``, ``image not known``, …)
-become ``None``; an engine that is not running, a timeout, and a registry that cannot be reached
-are transient; anything else (a bad mount, a port in use, a refused pull) is permanent, quoting
-the engine's own message.
+Failures. Every call has a timeout (past it, the CLI is killed with its whole process group:
+:mod:`~accord.providers.process`) and its exit status is checked: a docker CLI with no daemon
+still prints ``[]`` for ``inspect``, so the output alone would read as "absent". "Not found"
+answers (``No such container``, ``image not known``, …) become ``None``; an engine that is not
+running, a timeout, and a registry that cannot be reached are transient; anything else (a bad
+mount, a port in use, a refused pull) is permanent, quoting the engine's own message.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import re
@@ -37,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accord import errors
+from accord.providers import process
 
 RUNTIMES = ("podman", "docker")  # the order ``auto`` looks for them
 
@@ -86,34 +85,16 @@ class Engine:
     path: str
 
     async def run(self, *args: str, seconds: float = QUICK) -> Result:
-        """Run ``args`` (no shell); a timeout or a cancellation kills the process."""
+        """Run ``args`` (no shell); a timeout or a cancellation kills the CLI's process group."""
         try:
-            process = await asyncio.create_subprocess_exec(
-                self.path,
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            done = await process.run([self.path, *args], seconds=seconds, cap=None)
         except OSError as exc:  # vanished or not executable since it was found
             raise errors.PermanentError(f"cannot run {self.path}: {exc.strerror or exc}") from exc
-        try:
-            async with asyncio.timeout(seconds):
-                out, err = await process.communicate()
-        except TimeoutError:
+        if done.code is None:
             raise errors.TransientError(
                 f"`{self.describe(args)}` did not finish within {seconds:g} s; it was killed"
-            ) from None
-        finally:
-            if process.returncode is None:  # timed out or cancelled
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        return Result(
-            code=process.returncode or 0,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
-        )
+            )
+        return Result(code=done.code, stdout=done.stdout, stderr=done.stderr)
 
     async def call(
         self, *args: str, seconds: float = QUICK, output: Callable[[str], None] | None = None

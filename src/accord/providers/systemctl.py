@@ -1,5 +1,6 @@
 """Run ``systemctl``: one argv, no shell, a timeout, and its failures classified.
 
+Each call is a :mod:`~accord.providers.process` run (its process group killed at the timeout).
 ``systemctl`` is whatever the name resolves to on ``PATH`` when the call is made, so tests can
 put a recording stand-in first (``accord.testing.systemctl``). Calls with ``--root=DIR`` work
 offline on a directory tree (unit files, enablement links); the others talk to the running
@@ -9,15 +10,13 @@ journal keeps it with the resource's ``applied`` event).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shlex
 import shutil
-import signal
 from dataclasses import dataclass
 
 from accord import errors
+from accord.providers import process
 from accord.providers.base import Context
 
 TIMEOUT = 180.0  # above systemd's own default start timeout (90 s) plus stopping the old process
@@ -67,37 +66,20 @@ async def run(ctx: Context, *args: str, check: bool = True, record: bool = False
             " SystemdUnit kind needs systemctl, also to enable units under another root)"
         )
     argv = ("systemctl", *args)
+    env = {**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"}
     try:
-        process = await asyncio.create_subprocess_exec(
-            found,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
-            start_new_session=True,  # its own process group: a timeout kills all of it
-        )
+        done = await process.run([found, *args], seconds=TIMEOUT, env=env, cap=None)
     except OSError as exc:
         raise errors.PermanentError(
             f"resource {ctx.resource_id!r}: cannot run {found}: {exc.strerror or exc}"
         ) from exc
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            stdout, stderr = await process.communicate()
-    except TimeoutError:
+    if done.code is None:
         # Permanent: systemd's own start and stop timeouts have fired long before this one, so
         # a call still hanging is stuck, and repeating it on a timer would only queue more jobs.
         raise errors.PermanentError(
             f"resource {ctx.resource_id!r}: `{shlex.join(argv)}` timed out after {TIMEOUT:g} s"
-        ) from None
-    finally:
-        if process.returncode is None:  # timed out or cancelled
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    assert process.returncode is not None
-    result = Result(argv, process.returncode, stdout.decode(errors="replace"),
-                    stderr.decode(errors="replace"))  # fmt: skip
+        )
+    result = Result(argv, done.code, done.stdout, done.stderr)
     if record and ctx.output is not None:
         ctx.output(result.transcript())
     if check and result.code != 0:
