@@ -1,8 +1,9 @@
-"""Helpers for tests: manifests from plain dicts; whether a process is gone."""
+"""Helpers for tests: manifests from plain dicts; whether a process is gone; file edits."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,11 @@ def gone(pid: int, wait: float = 2.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def edit_in_place(path: str | os.PathLike[str], data: bytes = b"X") -> None:
+    """Overwrite the first bytes of a file, keeping its inode, size and mtime (not its ctime)."""
+    before = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from accord.model.plan import Action
 from accord.model.status import Phase, RunRecord, RunState
 from accord.providers.registry import Registry
 from accord.testing.fakes import FakeProvider, Script
-from helpers import build_manifest, fake_resource, file
+from helpers import build_manifest, edit_in_place, fake_resource, file
 
 FAST = RetryPolicy(attempts=3, base=0.001, cap=0.002)
 
@@ -464,3 +465,31 @@ async def test_a_revert_that_fails_is_reported_and_the_others_are_reverted(
     events = await journal_events(state_dir)
     assert [e["error"] for e in events if e["event"] == "revert_failed"] == ["cannot put it back"]
     assert events[-1]["event"] == "run_finished"  # not left running
+
+
+async def test_a_large_artifact_is_not_rehashed_by_no_op_runs_and_edits_are_still_seen(
+    root: Path, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from accord.providers import digests
+
+    model = b"w" * digests.LARGE
+    source = tmp_path / "model.bin"
+    source.write_bytes(model)
+    hashed: list[str] = []
+    real = digests.file_sha256
+    monkeypatch.setattr(digests, "file_sha256", lambda p: hashed.append(str(p)) or real(p))
+    monkeypatch.setattr(digests, "RACY_SECONDS", -1.0)  # as if the copy were seconds old
+    digest = hashlib.sha256(model).hexdigest()
+    spec = {"path": "opt/model.bin", "url": str(source), "sha256": digest}
+    manifest = build_manifest([{"id": "model", "kind": "Artifact", "spec": spec}])
+    await converge(manifest, root, state_dir)  # places it; verify hashes it (and remembers)
+    placed = str(root / "opt/model.bin")
+    hashed.clear()
+    for _ in range(3):  # no-op runs, as an agent's drift checks are
+        record = await converge(manifest, root, state_dir)
+        assert record.state is RunState.SUCCEEDED and record.changed == 0
+    assert placed not in hashed
+    edit_in_place(placed)
+    record = await converge(manifest, root, state_dir)
+    assert record.changed == 1  # seen (the ctime moved) and put back
+    assert (root / "opt/model.bin").read_bytes() == model

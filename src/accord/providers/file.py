@@ -13,7 +13,7 @@ from typing import ClassVar
 from accord import errors
 from accord.model.plan import Action, Change, FieldChange
 from accord.model.specs import FileSpec, Spec
-from accord.providers import download, fsutil, priors
+from accord.providers import digests, download, fsutil, priors
 from accord.providers.base import Context, Memo, Provider
 
 DEFAULT_MODE = 0o644
@@ -65,7 +65,7 @@ class FileLikeProvider(Provider[Spec, FileState]):
         size = want.size if want.size is not None else _cached_size(ctx, want.sha256)
         digest = None
         if size is None or st.st_size == size:
-            digest = _sha256(path)
+            digest = await digests.MEMO.sha256(str(path), st)
         return FileState(
             type="file",
             size=st.st_size,
@@ -181,22 +181,6 @@ def owner_fields(
     if group is not None and current.gid != fsutil.gid_of(group):
         fields.append(FieldChange(field="group", current=current.gid, desired=group))
     return fields
-
-
-def _sha256(path: str | os.PathLike[str]) -> str:
-    """Digest a file without following a link at its path (it may have become one since lstat).
-
-    Plain ``os.read`` in 1 MiB chunks: ``hashlib.file_digest`` allocates a 256 KiB buffer per
-    call, which costs more than reading a small config file does.
-    """
-    hasher = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        while chunk := os.read(fd, 1 << 20):
-            hasher.update(chunk)
-    finally:
-        os.close(fd)
-    return hasher.hexdigest()
 
 
 def _cached_size(ctx: Context, digest: str) -> int | None:
