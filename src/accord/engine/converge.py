@@ -13,46 +13,42 @@ converges from whatever the failed attempt left behind.
 Refresh (``restart_on``): when a resource's trigger applied a change in this run, its
 provider's ``refresh`` runs once, after its own apply or no-op and before verification; an owed
 refresh survives failures and crashes (``accord.engine.refresh``).
+
+This module is the run's orchestration; its parts live beside it: ``slot`` (a resource's working
+state), ``handover`` (renamed ids), ``revert`` (the revert policy), ``prune`` (what left the
+manifest) and ``run_record`` (failures and the run record).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from accord import errors
-from accord.engine import executor
+from accord.engine import executor, handover, run_record
 from accord.engine.gate import Gate, GateDecision
 from accord.engine.graph import Graph
 from accord.engine.inventory import Inventory, Managed
 from accord.engine.journal import Journal
-from accord.engine.refresh import Refreshes, because, owed, planned, reverting, triggers_of
+from accord.engine.prune import KEEP, prune, prune_reason
+from accord.engine.refresh import Refreshes, because, owed, planned, triggers_of
 from accord.engine.report import NullReporter, Reporter
 from accord.engine.retry import RetryPolicy, retrying
-from accord.model.manifest import Manifest, Resource, StateFlag, StateGoal
-from accord.model.plan import Action, Change, FieldChange, Plan, PlannedStep
-from accord.model.status import (
-    Condition,
-    ConditionStatus,
-    ErrorRecord,
-    Phase,
-    ResourceStatus,
-    RunRecord,
-    RunState,
-)
-from accord.providers.base import Context, Memo
-from accord.providers.registry import AnyProvider, Registry
+from accord.engine.revert import revert
+from accord.engine.slot import Slot
+from accord.model.manifest import Manifest, StateFlag, StateGoal
+from accord.model.plan import Action, Change, Plan, PlannedStep
+from accord.model.status import Phase, ResourceStatus, RunRecord, RunState
+from accord.providers.base import Context
+from accord.providers.registry import Registry
 from accord.store.base import Store
 
 T = TypeVar("T")
-MAX_REPORTED = 1000  # resource statuses kept in a run record beyond the counts
-KEEP: Memo = {"keep": True}  # the prior of a resource that was already converged when adopted
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,51 +60,6 @@ class Options:
     on_failure: Literal["continue", "revert"] = "continue"
     prune: bool = True
     gate: Gate | None = None  # windows, lifecycle policy, force; None: always open
-
-
-@dataclass(slots=True)
-class Slot:
-    """One resource's working state during a run; a ``ResourceStatus`` is built only to report."""
-
-    resource: Resource
-    provider: AnyProvider
-    ctx: Context
-    current: Any = None
-    change: Change | None = None
-    phase: Phase = Phase.PENDING
-    flag: StateFlag | None = None
-    attempts: int = 0
-    duration_s: float = 0.0
-    error: ErrorRecord | None = None
-    diff: tuple[FieldChange, ...] = ()  # what verification still found different
-    output: str | None = None
-    before: Memo | None = None  # pre-apply snapshot for the revert policy
-    reverted_record: Managed | None = None  # inventory record to restore on revert
-    was_managed: bool = False
-    note: str = ""  # overrides the change's reason (blocked, reverted, …)
-    unstaged: bool = False  # its provider stages, and has not staged this spec yet
-    triggers: tuple[str, ...] = ()  # ids whose change refreshes this resource (restart_on)
-    refreshed: str = ""  # what the refresh did in this run ("restarted")
-    during: str = "apply"  # the phase a failure of the step happened in
-
-    def to_status(self, details: dict[str, Any] | None = None) -> ResourceStatus:
-        change = self.change
-        if details is None:
-            details = self.provider.details(self.resource.spec, self.current)
-        return ResourceStatus(
-            id=self.resource.id,
-            kind=self.resource.kind,
-            phase=self.phase,
-            flag=self.flag,
-            action=change.action if change else Action.NOOP,
-            reason=self.note or (change.reason if change else ""),
-            attempts=self.attempts,
-            duration_s=round(self.duration_s, 6),
-            error=self.error,
-            diff=self.diff,
-            output=self.output,
-            details=details,
-        )
 
 
 class Converge:
@@ -159,9 +110,9 @@ class Converge:
             except errors.InputError as exc:
                 problems.append(exc)
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
-                self._fail(slot, exc)
+                run_record.fail(slot, exc)
 
-        await _bounded(observe, slots, self.options.concurrency)
+        await executor.bounded(observe, slots, self.options.concurrency)
         if len(problems) == 1:
             raise problems[0]
         if problems:
@@ -172,7 +123,7 @@ class Converge:
         inventory = Inventory(self.store, manifest.metadata.name)
         managed = await inventory.load()
         ids = {r.id for r in manifest.resources}
-        heirs = _heirs(manifest, [m for m in managed.values() if m.id not in ids])
+        heirs = handover.heirs(manifest, [m for m in managed.values() if m.id not in ids])
         for old, new in heirs.items():
             if new not in managed:  # the new id inherits what accord found before the old one
                 managed[new] = dataclasses.replace(managed[old], id=new)
@@ -195,7 +146,7 @@ class Converge:
             PlannedStep(
                 id=m.id,
                 kind=m.kind,
-                change=Change(action=Action.DELETE, reason=_prune_reason(m.id, heirs)),
+                change=Change(action=Action.DELETE, reason=prune_reason(m.id, heirs)),
             )
             for m in managed.values()
             if m.id not in ids
@@ -229,10 +180,10 @@ class Converge:
         self.reporter.planned(plan)
         meta = manifest.metadata
         if self.options.goal is StateGoal.DRY_RUN:
-            return plan, self._record(
+            return plan, run_record.record(
                 RunRecord(run_id="dry-run", manifest=meta.name, generation=meta.generation,
                           goal=StateGoal.DRY_RUN, state=RunState.SUCCEEDED),
-                slots, plan,
+                slots, self.pruned,
             )  # fmt: skip
         gate = self.options.gate
         decision = gate.decide(datetime.now(UTC)) if gate else GateDecision(open=True, reason="")
@@ -240,7 +191,7 @@ class Converge:
         run.gate = decision.reason
         if decision.paused:
             await self.journal.event(run.run_id, "paused", reason=decision.reason)
-            await self.journal.finish(self._record(run, slots, plan), RunState.PAUSED)
+            await self.journal.finish(run_record.record(run, slots, self.pruned), RunState.PAUSED)
             return plan, run
         try:
             await self._stage(run, slots, plan)
@@ -251,18 +202,27 @@ class Converge:
                 await self._apply(run, graph, slots, managed, inventory, decision)
                 failed = any(s.phase is Phase.FAILED for s in slots)
                 if failed and self.options.on_failure == "revert":
-                    await self._revert(run, slots, inventory)
+                    await revert(
+                        run, slots, inventory, journal=self.journal, reporter=self.reporter
+                    )
                 if plan.prune and not self.stop.is_set() and not self.window_closed:
-                    await self._prune(run, plan, managed, inventory)
+                    await prune(
+                        run, plan, managed, inventory,
+                        registry=self.registry, context=self.context, heirs=self.heirs,
+                        journal=self.journal, reporter=self.reporter, stop=self.stop,
+                        timed=self._timed, pruned=self.pruned,
+                    )  # fmt: skip
         except asyncio.CancelledError:
-            await self.journal.finish(self._record(run, slots, plan), RunState.INTERRUPTED)
+            await self.journal.finish(
+                run_record.record(run, slots, self.pruned), RunState.INTERRUPTED
+            )
             raise
         state = RunState.SUCCEEDED
         if self.stop.is_set() or self.window_closed:
             state = RunState.INTERRUPTED
         elif any(s.phase in (Phase.FAILED, Phase.BLOCKED) for s in slots):
             state = RunState.FAILED
-        await self.journal.finish(self._record(run, slots, plan), state)
+        await self.journal.finish(run_record.record(run, slots, self.pruned), state)
         return plan, run
 
     async def _stage(self, run: RunRecord, slots: list[Slot], plan: Plan) -> None:
@@ -289,7 +249,7 @@ class Converge:
                 slot.phase = Phase.STAGED
                 await self.journal.event(run.run_id, "staged", resource=slot.resource.id)
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
-                self._fail(slot, exc)
+                run_record.fail(slot, exc)
                 await self.journal.event(
                     run.run_id, "failed", resource=slot.resource.id, during="stage",
                     error=slot.error.model_dump() if slot.error else None,
@@ -297,7 +257,7 @@ class Converge:
             slot.duration_s += time.monotonic() - started
             self.reporter.step("stage", slot.to_status())
 
-        await _bounded(stage, todo, self.options.concurrency)
+        await executor.bounded(stage, todo, self.options.concurrency)
         for slot in slots:
             if slot.phase is Phase.PENDING and slot.change is not None:
                 if slot.change.is_noop:
@@ -314,7 +274,7 @@ class Converge:
         run.opens_at = decision.opens_at
         opens_at = decision.opens_at.isoformat() if decision.opens_at else None
         await self.journal.event(run.run_id, "waiting", reason=decision.reason, opens_at=opens_at)
-        await self.journal.finish(self._record(run, slots, plan), RunState.WAITING)
+        await self.journal.finish(run_record.record(run, slots, self.pruned), RunState.WAITING)
         return run
 
     async def _apply(
@@ -358,7 +318,7 @@ class Converge:
                 # A snapshot, an inventory write or a journal append that fails is this
                 # resource's failure too; uncaught, the executor would only mark the step.
                 slot = slots[i]
-                self._fail(slot, exc)
+                run_record.fail(slot, exc)
                 await self.journal.event(
                     run.run_id, "failed", resource=slot.resource.id, during="prepare",
                     error=slot.error.model_dump() if slot.error else None,
@@ -415,7 +375,7 @@ class Converge:
                 refreshes.changed.add(i)
                 ok = True
             except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
-                self._fail(slot, exc)
+                run_record.fail(slot, exc)
                 await self.journal.event(
                     run.run_id, "failed", resource=rid, during=slot.during,
                     error=slot.error.model_dump() if slot.error else None,
@@ -508,77 +468,6 @@ class Converge:
             slot.current = after
         return attempts
 
-    async def _revert(self, run: RunRecord, slots: list[Slot], inventory: Inventory) -> None:
-        """Put back, newest first, what this run applied: the revert policy."""
-        done = [s for s in slots if s.phase is Phase.APPLIED and s.change and not s.change.is_noop]
-        self.reporter.phase("revert", len(done))
-        triggers: dict[str, tuple[str, ...]] = {
-            s.resource.id: s.triggers for s in slots if s.triggers
-        }
-        for slot in reversed(done):
-            if not slot.provider.reversible:
-                continue
-            # Before it changes back: whatever it restarted now runs a stale config.
-            await reverting(inventory, slot.resource.id, triggers)
-            try:
-                note = await slot.provider.delete(slot.ctx, slot.resource.spec, slot.before)
-            except Exception as exc:  # noqa: BLE001 - the others are still put back
-                # The change stays in place (and in the inventory); the run ends failed.
-                self._fail(slot, exc)
-                slot.note = f"revert failed: {slot.error.message if slot.error else exc}"
-                await self.journal.event(run.run_id, "revert_failed", resource=slot.resource.id,
-                                         error=str(exc))  # fmt: skip
-                self.reporter.step("revert", slot.to_status())
-                continue
-            slot.phase = Phase.REVERTED
-            slot.note = f"reverted: {note}"
-            if slot.was_managed and slot.reverted_record is not None:
-                await inventory.save(slot.reverted_record)
-            elif not slot.was_managed:
-                await inventory.remove(slot.resource.id)
-            await self.journal.event(run.run_id, "reverted", resource=slot.resource.id, note=note)
-            self.reporter.step("revert", slot.to_status())
-
-    async def _prune(
-        self, run: RunRecord, plan: Plan, managed: dict[str, Managed], inventory: Inventory
-    ) -> None:
-        """Remove resources that left the manifest, dependents first."""
-        gone = [managed[step.id] for step in plan.prune]
-        if not gone:
-            return
-        names = {m.id for m in gone}
-        graph = Graph.compile((m.id, [d for d in m.depends_on if d in names]) for m in gone)
-        self.reporter.phase("prune", len(gone))
-
-        async def step(i: int) -> bool:
-            record = gone[i]
-            status = ResourceStatus(id=record.id, kind=record.kind, action=Action.DELETE)
-            try:
-                if record.id in self.heirs:  # the path is still managed: only forget the id
-                    note = f"handed over to {self.heirs[record.id]!r}"
-                elif record.prior == KEEP:
-                    note = "kept: it was already so when accord adopted it"
-                else:
-                    provider = self.registry.get(record.kind)
-                    spec = provider.spec_model.model_validate(record.spec)
-                    ctx = self.context.bind(record.id)
-                    said = await self._timed(provider.delete(ctx, spec, record.prior))
-                    note = said or "deleted"
-                await inventory.remove(record.id)
-                status.phase, status.reason = Phase.PRUNED, note
-                await self.journal.event(run.run_id, "pruned", resource=record.id, note=note)
-                ok = True
-            except Exception as exc:  # noqa: BLE001 - recorded as the resource's failure
-                status.phase, status.error = Phase.FAILED, _error_record(exc)
-                await self.journal.event(run.run_id, "failed", resource=record.id, during="prune",
-                                         error=status.error.model_dump())  # fmt: skip
-                ok = False
-            self.pruned.append(status)
-            self.reporter.step("prune", status)
-            return ok
-
-        await executor.execute(graph.reversed(), step, concurrency=1, stop=self.stop)
-
     # -- helpers -----------------------------------------------------------------------
 
     async def _timed(self, work: Awaitable[T]) -> T:
@@ -597,110 +486,3 @@ class Converge:
     ) -> None:
         await self.journal.event(run.run_id, "retrying", resource=slot.resource.id, during=phase,
                                  error=str(exc), pause=round(pause, 3))  # fmt: skip
-
-    def _fail(self, slot: Slot, exc: BaseException) -> None:
-        slot.phase = Phase.FAILED
-        slot.error = _error_record(exc)
-
-    def _record(self, run: RunRecord, slots: list[Slot], plan: Plan) -> RunRecord:
-        """Fill the run record: counts of every phase, statuses of what is not plainly done.
-
-        A resource whose provider reports details (a package's version, a unit's state) is
-        always listed, so that fleet status can show them; plain files are not, so that a
-        manifest of 10,000 converged files makes a small record.
-        """
-        counts: dict[str, int] = {}
-        for phase in [s.phase for s in slots] + [p.phase for p in self.pruned]:
-            counts[phase.value] = counts.get(phase.value, 0) + 1
-        changed = [s for s in slots if s.refreshed or (s.change and not s.change.is_noop)]
-        notable = []
-        for s in slots:
-            details = s.provider.details(s.resource.spec, s.current)
-            plain = s.phase is Phase.APPLIED and s.change is not None and s.change.is_noop
-            if details or not plain or s.refreshed:
-                notable.append(s.to_status(details))
-        notable += self.pruned
-        run.counts = counts
-        run.changed = sum(1 for s in changed if s.phase is Phase.APPLIED)
-        run.resources = tuple(notable[:MAX_REPORTED])
-        run.conditions = _conditions(run, notable)
-        return run
-
-
-def _conditions(run: RunRecord, statuses: list[ResourceStatus]) -> tuple[Condition, ...]:
-    """Conditions from the notable statuses; every other resource is plainly converged."""
-    generation = run.generation
-    bad = [s.id for s in statuses if s.phase in (Phase.FAILED, Phase.BLOCKED)]
-    pending = [s.id for s in statuses if s.phase in (Phase.PENDING, Phase.INTERRUPTED)]
-    staged_ok = not bad and not pending
-    applied_ok = staged_ok and all(s.phase in (Phase.APPLIED, Phase.PRUNED) for s in statuses)
-
-    def condition(kind: str, ok: bool, reason_ok: str, reason_bad: str, message: str) -> Condition:
-        return Condition(
-            type=kind,
-            status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
-            reason=reason_ok if ok else reason_bad,
-            message=message,
-            observed_generation=generation,
-        )
-
-    failed_message = f"{len(bad)} failed or blocked: {', '.join(bad[:5])}" if bad else ""
-    return (
-        condition("Staged", staged_ok, "AllStaged", "NotStaged", failed_message),
-        condition("Applied", applied_ok, "AllApplied", "NotApplied", failed_message),
-        condition("Ready", applied_ok, "Converged", "NotConverged", failed_message),
-        condition("Degraded", bool(bad), "ResourcesFailed", "Healthy", failed_message),
-    )
-
-
-def _prune_reason(resource_id: str, heirs: dict[str, str]) -> str:
-    heir = heirs.get(resource_id)
-    return f"renamed to {heir!r}" if heir else "no longer in the manifest"
-
-
-def _heirs(manifest: Manifest, gone: list[Managed]) -> dict[str, str]:
-    """Old ids whose thing (``Spec.identity_field``: a path, a unit, a container) a resource
-    of the new manifest manages, with the same kind: a rename, not a removal.
-
-    Pruning such an id would restore the thing's pre-accord state (or remove it) under the new
-    resource's feet; instead the new id takes over the old one's record (and its prior state).
-    """
-    fields: dict[str, str] = {}
-    claimed: dict[tuple[str, str], str] = {}
-    for resource in manifest.resources:
-        field = fields.setdefault(resource.kind, type(resource.spec).identity_field)
-        identity = _identity(field, getattr(resource.spec, field, None))
-        if identity is not None:
-            claimed[(resource.kind, identity)] = resource.id
-    heirs: dict[str, str] = {}
-    for record in gone:
-        named = fields.get(record.kind)
-        identity = None if named is None else _identity(named, record.spec.get(named))
-        if identity is not None and (record.kind, identity) in claimed:
-            heirs[record.id] = claimed[(record.kind, identity)]
-    return heirs
-
-
-def _identity(field: str, value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    return os.path.normpath(value) if field == "path" else value
-
-
-def _error_record(exc: BaseException) -> ErrorRecord:
-    return ErrorRecord(
-        type=type(exc).__name__,
-        message=str(exc) or type(exc).__name__,
-        transient=isinstance(exc, errors.TransientError),
-    )
-
-
-async def _bounded(work: Callable[[Any], Awaitable[None]], items: list[Any], limit: int) -> None:
-    """Run ``work`` over ``items`` with at most ``limit`` at once, in a few worker tasks."""
-    queue = iter(items)
-
-    async def worker() -> None:
-        for item in queue:
-            await work(item)
-
-    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))

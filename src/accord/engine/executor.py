@@ -7,6 +7,8 @@ rest of the graph goes on. Setting ``stop`` lets running steps finish and starts
 
 Steps for which ``instant(i)`` is true complete inline without a task: a converged resource in
 a 10,000-resource no-op run costs a function call, not a scheduled coroutine.
+
+``bounded`` runs work over a plain list, without a graph, at most so many at once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from accord.engine.graph import Graph
@@ -92,3 +94,14 @@ async def execute(
             )
             outcome[i] = Outcome.BLOCKED if failed_pred else Outcome.INTERRUPTED
     return [o if o is not None else Outcome.INTERRUPTED for o in outcome]
+
+
+async def bounded(work: Callable[[Any], Awaitable[None]], items: list[Any], limit: int) -> None:
+    """Run ``work`` over ``items`` with at most ``limit`` at once, in a few worker tasks."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
