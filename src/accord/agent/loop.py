@@ -62,10 +62,14 @@ class Current:
         return self.accepted.generation
 
 
+FILE_KINDS = frozenset({"File", "Directory", "Symlink", "Artifact"})
+"""What an agent accepts unless told otherwise: kinds that place files, none that runs code."""
+
+
 @dataclass
 class AgentConfig:
     node: str
-    allowed_kinds: frozenset[str] = frozenset({"File", "Directory", "Symlink", "Artifact"})
+    allowed_kinds: frozenset[str] = FILE_KINDS
     heartbeat: float = 15.0
     drift_interval: float = 60.0
     drift_policy: Literal["report", "correct"] = "correct"

@@ -12,6 +12,7 @@ import typer
 from accord import errors
 from accord.cli import runtime
 from accord.cli.options import RootOpt, StateDirOpt
+from accord.store import STORE_ENV
 
 DriftPolicy = typer.Option(help="On drift: 'correct' (apply again) or 'report' only.")
 
@@ -22,7 +23,7 @@ def agent(
         str,
         typer.Option(
             "--store",
-            envvar="ACCORD_STORE",  # a URL with a password stays out of argv (ps)
+            envvar=STORE_ENV,  # a URL with a password stays out of argv (ps)
             help="The fleet store URL (nats:// or sqlite:///).",
         ),
     ],
@@ -84,9 +85,6 @@ def agent(
     runtime.run(main)
 
 
-BASE_KINDS = frozenset({"File", "Directory", "Symlink", "Artifact"})
-
-
 def accepted_kinds(named: list[str], *, allow_commands: bool) -> frozenset[str]:
     """The agent's kind allow-list: the kinds named, or files and artifacts when none are.
 
@@ -95,5 +93,7 @@ def accepted_kinds(named: list[str], *, allow_commands: bool) -> frozenset[str]:
     control plane wants, the allow-list says what this device lets it do. Naming the kinds
     explicitly (rather than adding to a default) also lets a node accept fewer.
     """
-    kinds = set(named) if named else set(BASE_KINDS)
+    from accord.agent.loop import FILE_KINDS
+
+    kinds = set(named) if named else set(FILE_KINDS)
     return frozenset(kinds | ({"Command"} if allow_commands else set()))

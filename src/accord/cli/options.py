@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from accord.store import STORE_ENV
+
 ManifestArg = Annotated[Path, typer.Argument(help="Manifest file (YAML or JSON).")]
 RootOpt = Annotated[
     list[Path] | None,
@@ -20,7 +22,7 @@ StoreOpt = Annotated[
     str | None,
     typer.Option(
         "--store",
-        envvar="ACCORD_STORE",  # accord.store.STORE_ENV: a password stays out of argv
+        envvar=STORE_ENV,  # a URL with a password stays out of argv (ps)
         help="Store URL (default sqlite:///STATE_DIR/accord.db).",
     ),
 ]

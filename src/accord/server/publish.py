@@ -178,7 +178,7 @@ class Publisher:
             for _ in range(CONCURRENCY):
                 group.create_task(worker())
         for names in (outcome.published, outcome.withdrawn, outcome.unchanged):
-            names.sort()
+            names[:] = sorted(set(names))  # a node settled twice (see Concurrency): once
         return outcome
 
     async def _settle(self, read: _Read, *, initiator: str, outcome: Outcome) -> None:
@@ -190,7 +190,7 @@ class Publisher:
             try:
                 if target is None:
                     if entry is None:
-                        _note(outcome.unchanged, node.id)
+                        outcome.unchanged.append(node.id)
                     else:
                         # The ticket keeps the counter ahead; a node selected again continues.
                         await self._ticket(read, stored)
@@ -204,7 +204,7 @@ class Publisher:
                             labels=node.labels,
                             sequence=None if stored is None else stored.sequence,
                         )
-                        _note(outcome.withdrawn, node.id)
+                        outcome.withdrawn.append(node.id)
                     return
                 try:
                     manifest = self._typed_manifest(target)
@@ -219,7 +219,7 @@ class Publisher:
                 if same is not None and entry is not None and entry.revision == suspect:
                     same = None
                 if same is not None and _key_ids(same) == self._signer_ids():
-                    _note(outcome.unchanged, node.id)
+                    outcome.unchanged.append(node.id)
                     return
                 ticket = await self._ticket(read, stored)
                 sequence = ticket if same is None else same.sequence  # re-signed: a re-delivery
@@ -256,7 +256,7 @@ class Publisher:
                 generation=target.generation,
                 sequence=envelope.sequence,
             )
-            _note(outcome.published, node.id)
+            outcome.published.append(node.id)
             if entry is None and await self._moved_past(node.id, ticket):
                 # Perhaps published and withdrawn meanwhile (see Concurrency): decide again,
                 # and do not trust our envelope's sequence.
@@ -310,11 +310,6 @@ def _stored(entry: Entry | None) -> signing.SignedManifest | None:
         return signing.load_envelope(entry.value)
     except signing.SignatureError:
         return None
-
-
-def _note(names: list[str], node: str) -> None:
-    if node not in names:  # a node settled twice (see Concurrency) is reported once
-        names.append(node)
 
 
 def _counter_value(entry: Entry | None) -> int:

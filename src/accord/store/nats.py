@@ -188,8 +188,8 @@ class NatsStore:
         self._obs_stream = f"OBJ_{options.bucket}"
         self._obs: ObjectStore | None = None
         self._inbox = ""
-        self._replies: dict[str, asyncio.Queue[Msg | errors.StoreError]] = {}
-        self._requests: dict[str, str] = {}  # token → subject (lowercased) of requests under way
+        # Requests under way: token → (subject, lowercased as nats-py reports denials; replies).
+        self._replies: dict[str, tuple[str, asyncio.Queue[Msg | errors.StoreError]]] = {}
         self._next_token = 0
         self._connected = asyncio.Event()
         self._watches: set[_Watch] = set()
@@ -561,9 +561,9 @@ class NatsStore:
             return _api_reply(info[0])["config"]  # type: ignore[no-any-return]
 
     async def _on_reply(self, msg: Msg) -> None:
-        queue = self._replies.get(msg.subject[len(self._inbox) :])
-        if queue is not None:
-            queue.put_nowait(msg)
+        waiting = self._replies.get(msg.subject[len(self._inbox) :])
+        if waiting is not None:
+            waiting[1].put_nowait(msg)
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
@@ -592,9 +592,9 @@ class NatsStore:
             _log.debug("%s: %s", self.url, exc)
             return
         _log.warning("%s: %s", self.url, exc)
-        for token, requested in self._requests.items():
+        for requested, queue in self._replies.values():
             if requested == subject:
-                self._replies[token].put_nowait(errors.StoreError(f"permission denied: {exc}"))
+                queue.put_nowait(errors.StoreError(f"permission denied: {exc}"))
 
     async def _on_disconnected(self) -> None:
         self._connected.clear()
@@ -634,8 +634,7 @@ class NatsStore:
         self._next_token += 1
         token = str(self._next_token)
         queue: asyncio.Queue[Msg | errors.StoreError] = asyncio.Queue()
-        self._replies[token] = queue
-        self._requests[token] = subject.lower()  # nats-py lowercases permission violations
+        self._replies[token] = (subject.lower(), queue)
 
         async def reply() -> Msg:
             answer = await queue.get()
@@ -654,7 +653,7 @@ class NatsStore:
                     while not until(replies[-1]) and _status(replies[-1]) != "503":
                         replies.append(await reply())
         finally:
-            del self._replies[token], self._requests[token]
+            del self._replies[token]
         if _status(replies[-1]) == "503":
             raise errors.StoreUnavailableError(
                 f"{self.url}: {what}: no responders (is JetStream up and the bucket there?)"
